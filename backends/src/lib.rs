@@ -1,0 +1,402 @@
+//! The Burn backends compiled into burn-zoo, and how a user picks one by name at run time.
+//!
+//! Backends are chosen at build time with cargo features (`flex`, `ndarray`, `wgpu`, `vulkan`,
+//! `webgpu`, `cuda`); several may be compiled in at once. At run time a [`BackendTask`] — code
+//! generic over `B: Backend` — is handed to [`run`] with the [`BackendKind`] the user named, and
+//! it is monomorphised for each compiled-in backend.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
+
+/// A backend the zoo knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// burn-flex: the fast pure-Rust CPU backend.
+    Flex,
+    /// burn-ndarray: the reference CPU backend.
+    NdArray,
+    /// wgpu with its automatic graphics API (Vulkan, Metal, DX12; lavapipe on CPU-only Linux).
+    Wgpu,
+    /// wgpu forced onto Vulkan, compiling kernels to SPIR-V.
+    Vulkan,
+    /// wgpu with WGSL kernels, as in a browser.
+    WebGpu,
+    /// CUDA through cubecl (the driver is loaded at run time).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Every backend the zoo knows, in the order `auto` considers them (GPUs first).
+    pub const ALL: [BackendKind; 6] = [
+        BackendKind::Cuda,
+        BackendKind::Vulkan,
+        BackendKind::Wgpu,
+        BackendKind::WebGpu,
+        BackendKind::Flex,
+        BackendKind::NdArray,
+    ];
+
+    /// The name users type (`--backend NAME`, `ZOO_BACKEND`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::NdArray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Vulkan => "vulkan",
+            BackendKind::WebGpu => "webgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this backend was compiled into the binary.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Flex => cfg!(feature = "flex"),
+            BackendKind::NdArray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Vulkan => cfg!(feature = "vulkan"),
+            BackendKind::WebGpu => cfg!(feature = "webgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// Whether the backend runs on a GPU API (it may still be a software driver such as lavapipe).
+    pub fn is_gpu(self) -> bool {
+        !matches!(self, BackendKind::Flex | BackendKind::NdArray)
+    }
+
+    /// The backends compiled into this binary.
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the user asked for: one backend by name, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The first compiled-in backend that opens a real GPU, else flex, else ndarray.
+    Auto,
+    /// Exactly this backend.
+    Named(BackendKind),
+}
+
+/// Why a backend cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The name is not one the zoo knows.
+    #[error("unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu, vulkan, webgpu, cuda")]
+    Unknown(String),
+    /// The backend exists but this binary was built without it.
+    #[error(
+        "backend `{name}` is not compiled into this binary (compiled in: {compiled}); rebuild with `--features {name}`"
+    )]
+    NotCompiled {
+        /// The backend asked for.
+        name: &'static str,
+        /// The backends that are compiled in, comma separated.
+        compiled: String,
+    },
+    /// The backend is compiled in but could not open a device here.
+    #[error("backend `{name}` could not open a device: {reason}")]
+    NoDevice {
+        /// The backend asked for.
+        name: &'static str,
+        /// What went wrong, as the backend said it.
+        reason: String,
+    },
+    /// `auto` found nothing usable (only possible when no CPU backend is compiled in).
+    #[error("no compiled-in backend could open a device (compiled in: {0})")]
+    NothingUsable(String),
+}
+
+fn compiled_list() -> String {
+    let names: Vec<&str> = BackendKind::compiled().iter().map(|k| k.name()).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = BackendError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let kind = match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => return Ok(BackendChoice::Auto),
+            "flex" | "cpu" => BackendKind::Flex,
+            "ndarray" => BackendKind::NdArray,
+            "wgpu" => BackendKind::Wgpu,
+            "vulkan" => BackendKind::Vulkan,
+            "webgpu" => BackendKind::WebGpu,
+            "cuda" => BackendKind::Cuda,
+            _ => return Err(BackendError::Unknown(name.to_string())),
+        };
+        Ok(BackendChoice::Named(kind))
+    }
+}
+
+/// The choice from a `--backend` flag, else from `ZOO_BACKEND`, else `auto`.
+pub fn choice_from(flag: Option<&str>) -> Result<BackendChoice, BackendError> {
+    match flag {
+        Some(name) => name.parse(),
+        None => match std::env::var("ZOO_BACKEND") {
+            Ok(name) if !name.trim().is_empty() => name.parse(),
+            _ => Ok(BackendChoice::Auto),
+        },
+    }
+}
+
+/// Code generic over the backend, run by [`run`] on the backend the user picked.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on backend `B` and its device.
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on the backend `kind`, or says why it cannot.
+#[allow(unused_variables)]
+pub fn run<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+    if !kind.is_compiled() {
+        return Err(BackendError::NotCompiled {
+            name: kind.name(),
+            compiled: compiled_list(),
+        });
+    }
+    #[allow(unreachable_code, unused_variables)]
+    let output = match kind {
+        BackendKind::Flex => {
+            #[cfg(feature = "flex")]
+            {
+                return Ok(task.run::<burn::backend::Flex>(Default::default()));
+            }
+            unreachable!("checked by is_compiled")
+        }
+        BackendKind::NdArray => {
+            #[cfg(feature = "ndarray")]
+            {
+                return Ok(task.run::<burn::backend::NdArray>(Default::default()));
+            }
+            unreachable!("checked by is_compiled")
+        }
+        BackendKind::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                return Ok(task.run::<burn::backend::Wgpu>(
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
+                ));
+            }
+            unreachable!("checked by is_compiled")
+        }
+        BackendKind::Vulkan => {
+            #[cfg(feature = "vulkan")]
+            {
+                return Ok(task.run::<burn::backend::Vulkan>(
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
+                ));
+            }
+            unreachable!("checked by is_compiled")
+        }
+        BackendKind::WebGpu => {
+            #[cfg(feature = "webgpu")]
+            {
+                return Ok(task.run::<burn::backend::WebGpu>(
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
+                ));
+            }
+            unreachable!("checked by is_compiled")
+        }
+        BackendKind::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                return Ok(task.run::<burn::backend::Cuda>(Default::default()));
+            }
+            unreachable!("checked by is_compiled")
+        }
+    };
+    #[allow(unreachable_code)]
+    output
+}
+
+/// Adds 1 + 2 on the device and reads the answer back: the cheapest proof a device works.
+struct Probe;
+
+impl BackendTask for Probe {
+    type Output = Result<String, String>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let description = format!("{device:?}");
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let t = Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
+            let sum: f64 = t.sum().into_scalar().elem();
+            sum
+        }));
+        match result {
+            Ok(sum) if (sum - 3.0f64).abs() < 1e-6 => Ok(description),
+            Ok(sum) => Err(format!("1 + 2 gave {sum}")),
+            Err(panic) => Err(panic_message(panic.as_ref())),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the backend panicked while opening its device".to_string()
+    }
+}
+
+/// Opens `kind`'s default device and runs one tiny computation; returns a device description.
+///
+/// Backends panic when they find no device (no driver, no adapter); the panic is caught and the
+/// default panic message is silenced for the duration, so the caller decides what to print.
+pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
+    let outcome = silenced(|| catch_unwind(AssertUnwindSafe(|| run(kind, Probe))));
+    match outcome {
+        Ok(Ok(Ok(device))) => Ok(device),
+        Ok(Ok(Err(reason))) => Err(BackendError::NoDevice {
+            name: kind.name(),
+            reason,
+        }),
+        Ok(Err(not_compiled)) => Err(not_compiled),
+        Err(panic) => Err(BackendError::NoDevice {
+            name: kind.name(),
+            reason: panic_message(panic.as_ref()),
+        }),
+    }
+}
+
+/// Turns a choice into the backend to use: a named one must open its device; `auto` takes CUDA
+/// if it opens a device, then a wgpu-family backend if it finds a discrete or integrated GPU
+/// (never a CPU emulation such as lavapipe, which is slower than flex), then flex, then ndarray.
+pub fn resolve(choice: BackendChoice) -> Result<BackendKind, BackendError> {
+    match choice {
+        BackendChoice::Named(kind) => {
+            probe(kind)?;
+            Ok(kind)
+        }
+        BackendChoice::Auto => {
+            for kind in BackendKind::compiled() {
+                let usable = match kind {
+                    BackendKind::Wgpu | BackendKind::Vulkan | BackendKind::WebGpu => {
+                        silenced(|| has_hardware_gpu(kind))
+                    }
+                    _ => probe(kind).is_ok(),
+                };
+                if usable {
+                    return Ok(kind);
+                }
+            }
+            Err(BackendError::NothingUsable(compiled_list()))
+        }
+    }
+}
+
+/// Runs `f` with the panic message hook silenced (backends panic when they find no device).
+fn silenced<R>(f: impl FnOnce() -> R) -> R {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = f();
+    std::panic::set_hook(previous_hook);
+    out
+}
+
+/// Whether a wgpu-family backend finds a discrete or integrated GPU adapter.
+#[allow(unused_variables)]
+fn has_hardware_gpu(kind: BackendKind) -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        use burn::backend::wgpu::WgpuDevice;
+        for device in [WgpuDevice::DiscreteGpu(0), WgpuDevice::IntegratedGpu(0)] {
+            let ok = catch_unwind(AssertUnwindSafe(|| match kind {
+                #[cfg(feature = "vulkan")]
+                BackendKind::Vulkan => Probe.run::<burn::backend::Vulkan>(device.clone()),
+                #[cfg(feature = "webgpu")]
+                BackendKind::WebGpu => Probe.run::<burn::backend::WebGpu>(device.clone()),
+                _ => Probe.run::<burn::backend::Wgpu>(device.clone()),
+            }));
+            if matches!(ok, Ok(Ok(_))) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The backends a test suite must cover: those named in `ZOO_TEST_BACKENDS` (comma separated;
+/// each must be compiled in and open its device, or this fails with the reason), else every
+/// compiled-in backend that opens a device here.
+pub fn test_backends() -> Result<Vec<BackendKind>, BackendError> {
+    match std::env::var("ZOO_TEST_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|name| match name.parse::<BackendChoice>()? {
+                BackendChoice::Named(kind) => {
+                    probe(kind)?;
+                    Ok(kind)
+                }
+                BackendChoice::Auto => resolve(BackendChoice::Auto),
+            })
+            .collect(),
+        _ => Ok(BackendKind::compiled()
+            .into_iter()
+            .filter(|&kind| probe(kind).is_ok())
+            .collect()),
+    }
+}
+
+/// Absolute tolerance for comparing f32 outputs of small models with a PyTorch reference on
+/// `kind`: 1e-4 on the CPU backends; GPU backends reorder reductions and may use fused
+/// multiply-add or fast-math transcendental functions, so they get 1e-3.
+pub fn tolerance(kind: BackendKind) -> f32 {
+    if kind.is_gpu() {
+        1e-3
+    } else {
+        1e-4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in BackendKind::ALL {
+            assert_eq!(
+                kind.name().parse::<BackendChoice>().unwrap(),
+                BackendChoice::Named(kind)
+            );
+        }
+        assert_eq!("auto".parse::<BackendChoice>().unwrap(), BackendChoice::Auto);
+    }
+
+    #[test]
+    fn unknown_name_is_an_error() {
+        let err = "tpu".parse::<BackendChoice>().unwrap_err();
+        assert!(err.to_string().contains("unknown backend `tpu`"), "{err}");
+    }
+
+    #[test]
+    fn missing_backend_names_the_feature() {
+        for kind in BackendKind::ALL {
+            if !kind.is_compiled() {
+                let err = run(kind, Probe).unwrap_err();
+                assert!(err.to_string().contains(&format!("--features {}", kind.name())));
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Loading a Hugging Face GPT-2 folder (`config.json` + `model.safetensors` or
+//! `pytorch_model.bin`) into [`Gpt2`].
+//!
+//! | checkpoint name (optional `transformer.` prefix) | module field | note |
+//! | --- | --- | --- |
+//! | `wte.weight` `[vocab, d]` | `wte` | also the LM head when tied |
+//! | `wpe.weight` `[n_positions, d]` | `wpe` | |
+//! | `h.{i}.ln_1.{weight,bias}` | `h[i].ln_1` | |
+//! | `h.{i}.attn.c_attn.{weight,bias}` `[d, 3d]` | `h[i].attn.c_attn` | `Conv1D`: already `[in, out]` |
+//! | `h.{i}.attn.c_proj.{weight,bias}` `[d, d]` | `h[i].attn.c_proj` | `Conv1D` |
+//! | `h.{i}.ln_2.{weight,bias}` | `h[i].ln_2` | |
+//! | `h.{i}.mlp.c_fc.{weight,bias}` `[d, inner]` | `h[i].mlp.c_fc` | `Conv1D` |
+//! | `h.{i}.mlp.c_proj.{weight,bias}` `[inner, d]` | `h[i].mlp.c_proj` | `Conv1D` |
+//! | `ln_f.{weight,bias}` | `ln_f` | |
+//! | `lm_head.weight` `[vocab, d]` | `lm_head` or checked equal to `wte` | `nn.Linear`: `[out, in]` |
+//! | `h.{i}.attn.bias`, `h.{i}.attn.masked_bias` | — | causal-mask buffers of old checkpoints: skipped |
+
+use std::path::{Path, PathBuf};
+
+use burn::nn::Embedding;
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use zoo_nn::weights::{LinearLayout, WeightError, Weights};
+use zoo_nn::LayerNorm;
+
+use crate::model::{Attention, Block, Gpt2, Mlp};
+use crate::Gpt2Config;
+
+/// Why a GPT-2 checkpoint could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Gpt2Error {
+    /// `config.json` is missing or unreadable.
+    #[error("cannot read {path}: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The weights do not fit the config, or the file is damaged.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+}
+
+/// Reads `config.json` from a model folder.
+pub fn read_config(dir: &Path) -> Result<Gpt2Config, Gpt2Error> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Gpt2Error::Config {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Gpt2Config::from_json(&text).map_err(|reason| Gpt2Error::Config { path, reason })
+}
+
+/// Loads a GPT-2 model folder onto `device`: every checkpoint tensor is used or the load fails.
+pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt2Config, Gpt2<B>), Gpt2Error> {
+    let config = read_config(dir)?;
+    let mut weights = Weights::open(dir)?;
+    let model = from_weights(&config, &mut weights, device)?;
+    weights.finish(is_buffer)?;
+    Ok((config, model))
+}
+
+/// The causal-mask buffers older checkpoints carry; not parameters.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
+/// Builds the module from checkpoint tensors (names with or without `transformer.`).
+pub fn from_weights<B: Backend>(
+    config: &Gpt2Config,
+    weights: &mut Weights,
+    device: &B::Device,
+) -> Result<Gpt2<B>, WeightError> {
+    let p = if weights.contains("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
+    let (d, vocab, inner) = (config.n_embd, config.vocab_size, config.inner_size());
+    let eps = config.layer_norm_epsilon;
+    let act = config
+        .activation()
+        .expect("validated when the config was read");
+
+    let embedding = |w: &mut Weights, name: &str, rows: usize| -> Result<Embedding<B>, WeightError> {
+        Ok(Embedding {
+            weight: Param::from_tensor(w.tensor(name, [rows, d], device)?),
+        })
+    };
+    let norm = |w: &mut Weights, prefix: &str| -> Result<LayerNorm<B>, WeightError> {
+        Ok(LayerNorm::new(
+            w.tensor(&format!("{prefix}.weight"), [d], device)?,
+            w.tensor(&format!("{prefix}.bias"), [d], device)?,
+            eps,
+        ))
+    };
+
+    let wte = embedding(weights, &format!("{p}wte.weight"), vocab)?;
+    let wpe = embedding(weights, &format!("{p}wpe.weight"), config.n_positions)?;
+    let mut h = Vec::with_capacity(config.n_layer);
+    for i in 0..config.n_layer {
+        let b = format!("{p}h.{i}");
+        let mut scale = if config.scale_attn_weights {
+            1.0 / (config.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
+        if config.scale_attn_by_inverse_layer_idx {
+            scale /= (i + 1) as f64;
+        }
+        h.push(Block {
+            ln_1: norm(weights, &format!("{b}.ln_1"))?,
+            attn: Attention {
+                c_attn: weights.linear(&format!("{b}.attn.c_attn"), d, 3 * d, true, LinearLayout::InOut, device)?,
+                c_proj: weights.linear(&format!("{b}.attn.c_proj"), d, d, true, LinearLayout::InOut, device)?,
+                n_head: config.n_head,
+                scale,
+            },
+            ln_2: norm(weights, &format!("{b}.ln_2"))?,
+            mlp: Mlp {
+                c_fc: weights.linear(&format!("{b}.mlp.c_fc"), d, inner, true, LinearLayout::InOut, device)?,
+                c_proj: weights.linear(&format!("{b}.mlp.c_proj"), inner, d, true, LinearLayout::InOut, device)?,
+                act,
+            },
+        });
+    }
+    let ln_f = norm(weights, &format!("{p}ln_f"))?;
+    let lm_head = if config.tie_word_embeddings {
+        // Some writers store the tied head anyway; it must then equal the embedding.
+        if weights.contains("lm_head.weight") {
+            let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
+            let emb = wte.weight.val().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+            if head != emb {
+                return Err(WeightError::Inconsistent {
+                    name: "lm_head.weight".into(),
+                    reason: "tie_word_embeddings is true but it differs from wte.weight".into(),
+                });
+            }
+        }
+        None
+    } else {
+        Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+    };
+    Ok(Gpt2 {
+        wte,
+        wpe,
+        h,
+        ln_f,
+        lm_head,
+        n_positions: config.n_positions,
+    })
+}

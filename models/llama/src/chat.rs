@@ -1,0 +1,356 @@
+//! Chat prompts: the checkpoint's own Jinja template (rendered with `minijinja`), and the
+//! named formats of the LLaMA family's instruction-tuned descendants.
+//!
+//! The rendered text contains the special tokens the format writes (`<|im_start|>`,
+//! LLaMA-2's `<s>`); encode it with special-token parsing on and without adding bos again when
+//! [`Template::includes_bos`] says so.
+
+use serde::Serialize;
+
+/// A chat template that cannot be parsed or rendered, or messages a format cannot express.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The Jinja template is invalid or failed while rendering.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A message role the format does not know.
+    #[error("the {format} format has no role `{role}` (known: {known})")]
+    Role {
+        /// The format.
+        format: &'static str,
+        /// The role given.
+        role: String,
+        /// The roles it accepts.
+        known: &'static str,
+    },
+    /// No template of that name.
+    #[error(
+        "unknown chat template `{0}` (known: alpaca, vicuna-v1.1, llama-2-chat, chatml, zephyr)"
+    )]
+    Unknown(String),
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant` (Alpaca also accepts `input`: the instruction's input).
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message with this role and text.
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
+/// A prompt format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Template {
+    /// A Jinja template from the checkpoint, with the texts of its bos/eos tokens.
+    Jinja {
+        /// The template source.
+        source: String,
+        /// `bos_token` as the template sees it.
+        bos_token: String,
+        /// `eos_token` as the template sees it.
+        eos_token: String,
+    },
+    /// Stanford Alpaca (with an `### Input:` section when a message has role `input`).
+    Alpaca,
+    /// Vicuna v1.1 (`USER: … ASSISTANT: …</s>`).
+    VicunaV11,
+    /// LLaMA-2 chat (`<s>[INST] <<SYS>> … [/INST] … </s>`).
+    Llama2Chat,
+    /// ChatML (`<|im_start|>role\n…<|im_end|>`).
+    ChatMl,
+    /// Zephyr (`<|user|>\n…</s>`).
+    Zephyr,
+}
+
+const ALPACA_PREAMBLE: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+const ALPACA_PREAMBLE_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.";
+const VICUNA_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
+
+impl Template {
+    /// A checked Jinja template.
+    pub fn jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatError> {
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", source)
+            .map_err(|e| ChatError::Template(e.to_string()))?;
+        Ok(Template::Jinja {
+            source: source.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// A named format: `alpaca`, `vicuna-v1.1` (`vicuna`), `llama-2-chat` (`llama2`), `chatml`, `zephyr`.
+    pub fn named(name: &str) -> Result<Self, ChatError> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "alpaca" => Template::Alpaca,
+            "vicuna" | "vicuna-v1.1" | "vicuna_v1.1" => Template::VicunaV11,
+            "llama-2-chat" | "llama2" | "llama-2" | "llama2-chat" => Template::Llama2Chat,
+            "chatml" => Template::ChatMl,
+            "zephyr" => Template::Zephyr,
+            _ => return Err(ChatError::Unknown(name.to_string())),
+        })
+    }
+
+    /// Token texts that end an assistant turn in this format (map them to ids with the
+    /// tokenizer and add the model's eos ids).
+    pub fn end_of_turn(&self) -> Vec<String> {
+        match self {
+            Template::Jinja { eos_token, .. } => {
+                let mut v = vec![eos_token.clone()];
+                for t in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+                    if let Template::Jinja { source, .. } = self {
+                        if source.contains(t) && !v.iter().any(|x| x == t) {
+                            v.push(t.to_string());
+                        }
+                    }
+                }
+                v.retain(|s| !s.is_empty());
+                v
+            }
+            Template::ChatMl => vec!["<|im_end|>".into()],
+            Template::Alpaca | Template::VicunaV11 | Template::Llama2Chat | Template::Zephyr => {
+                vec!["</s>".into()]
+            }
+        }
+    }
+
+    /// Whether the rendered text already starts with the bos token (then do not add it again).
+    pub fn includes_bos(&self) -> bool {
+        match self {
+            Template::Jinja { source, .. } => source.contains("bos_token"),
+            Template::Llama2Chat => true,
+            _ => false,
+        }
+    }
+}
+
+fn role_err(format: &'static str, role: &str, known: &'static str) -> ChatError {
+    ChatError::Role {
+        format,
+        role: role.to_string(),
+        known,
+    }
+}
+
+/// Renders `messages` in `template`; with `add_generation_prompt` the text ends where the
+/// assistant's next answer begins.
+pub fn render(
+    template: &Template,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
+    let mut out = String::new();
+    match template {
+        Template::Jinja {
+            source,
+            bos_token,
+            eos_token,
+        } => {
+            let mut env = minijinja::Environment::new();
+            env.add_function(
+                "raise_exception",
+                |msg: String| -> Result<String, minijinja::Error> {
+                    Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        msg,
+                    ))
+                },
+            );
+            env.add_template("chat", source)
+                .map_err(|e| ChatError::Template(e.to_string()))?;
+            let tmpl = env
+                .get_template("chat")
+                .map_err(|e| ChatError::Template(e.to_string()))?;
+            out = tmpl
+                .render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => bos_token,
+                    eos_token => eos_token,
+                })
+                .map_err(|e| ChatError::Template(e.to_string()))?;
+        }
+        Template::ChatMl => {
+            for m in messages {
+                out += &format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
+            }
+            if add_generation_prompt {
+                out += "<|im_start|>assistant\n";
+            }
+        }
+        Template::Zephyr => {
+            for m in messages {
+                if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+                    return Err(role_err("zephyr", &m.role, "system, user, assistant"));
+                }
+                out += &format!("<|{}|>\n{}</s>\n", m.role, m.content);
+            }
+            if add_generation_prompt {
+                out += "<|assistant|>\n";
+            }
+        }
+        Template::Alpaca => {
+            let has_input = messages.iter().any(|m| m.role == "input");
+            let system = messages
+                .iter()
+                .find(|m| m.role == "system")
+                .map(|m| m.content.as_str());
+            out += system.unwrap_or(if has_input {
+                ALPACA_PREAMBLE_INPUT
+            } else {
+                ALPACA_PREAMBLE
+            });
+            out += "\n\n";
+            for m in messages {
+                match m.role.as_str() {
+                    "system" => {}
+                    "user" => out += &format!("### Instruction:\n{}\n\n", m.content),
+                    "input" => out += &format!("### Input:\n{}\n\n", m.content),
+                    "assistant" => out += &format!("### Response:\n{}\n\n", m.content),
+                    r => return Err(role_err("alpaca", r, "system, user, input, assistant")),
+                }
+            }
+            if add_generation_prompt {
+                out += "### Response:\n";
+            }
+        }
+        Template::VicunaV11 => {
+            let system = messages
+                .iter()
+                .find(|m| m.role == "system")
+                .map(|m| m.content.as_str());
+            out += system.unwrap_or(VICUNA_SYSTEM);
+            out += " ";
+            for m in messages {
+                match m.role.as_str() {
+                    "system" => {}
+                    "user" => out += &format!("USER: {} ", m.content),
+                    "assistant" => out += &format!("ASSISTANT: {}</s>", m.content),
+                    r => return Err(role_err("vicuna-v1.1", r, "system, user, assistant")),
+                }
+            }
+            if add_generation_prompt {
+                out += "ASSISTANT:";
+            }
+        }
+        Template::Llama2Chat => {
+            let mut system = None;
+            let mut open = false;
+            for m in messages {
+                match m.role.as_str() {
+                    "system" => system = Some(m.content.as_str()),
+                    "user" => {
+                        let text = match system.take() {
+                            Some(s) => format!("<<SYS>>\n{s}\n<</SYS>>\n\n{}", m.content),
+                            None => m.content.clone(),
+                        };
+                        out += &format!("<s>[INST] {} [/INST]", text.trim());
+                        open = true;
+                    }
+                    "assistant" => {
+                        out += &format!(" {} </s>", m.content.trim());
+                        open = false;
+                    }
+                    r => return Err(role_err("llama-2-chat", r, "system, user, assistant")),
+                }
+            }
+            let _ = (open, add_generation_prompt); // the prompt already ends after [/INST]
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> Vec<Message> {
+        vec![
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello!"),
+            Message::new("user", "What is 2+2?"),
+        ]
+    }
+
+    #[test]
+    fn named_formats_render_the_published_layouts() {
+        let chatml = render(&Template::ChatMl, &conv(), true).unwrap();
+        assert_eq!(
+            chatml,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let vicuna = render(&Template::VicunaV11, &conv(), true).unwrap();
+        assert_eq!(
+            vicuna,
+            format!("{VICUNA_SYSTEM} USER: Hi ASSISTANT: Hello!</s>USER: What is 2+2? ASSISTANT:")
+        );
+        let mut with_sys = vec![Message::new("system", "Be brief.")];
+        with_sys.extend(conv());
+        let llama2 = render(&Template::Llama2Chat, &with_sys, true).unwrap();
+        assert_eq!(
+            llama2,
+            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] What is 2+2? [/INST]"
+        );
+        let zephyr = render(&Template::Zephyr, &with_sys[..2], true).unwrap();
+        assert_eq!(
+            zephyr,
+            "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"
+        );
+        let alpaca = render(
+            &Template::Alpaca,
+            &[Message::new("user", "Name a color.")],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            alpaca,
+            format!("{ALPACA_PREAMBLE}\n\n### Instruction:\nName a color.\n\n### Response:\n")
+        );
+        let alpaca_in = render(
+            &Template::Alpaca,
+            &[
+                Message::new("user", "Translate."),
+                Message::new("input", "Hallo"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            alpaca_in,
+            format!("{ALPACA_PREAMBLE_INPUT}\n\n### Instruction:\nTranslate.\n\n### Input:\nHallo\n\n### Response:\n")
+        );
+        assert!(matches!(
+            render(&Template::Zephyr, &[Message::new("tool", "x")], true),
+            Err(ChatError::Role { .. })
+        ));
+        assert!(Template::named("nope").is_err());
+        assert_eq!(Template::named("vicuna").unwrap(), Template::VicunaV11);
+    }
+
+    #[test]
+    fn jinja_templates_render_like_the_named_chatml() {
+        let source = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+        let t = Template::jinja(source, "<|im_start|>", "<|im_end|>").unwrap();
+        assert_eq!(
+            render(&t, &conv(), true).unwrap(),
+            render(&Template::ChatMl, &conv(), true).unwrap()
+        );
+        assert_eq!(t.end_of_turn(), vec!["<|im_end|>".to_string()]);
+        let raising =
+            Template::jinja("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
+        let err = render(&raising, &conv(), true).unwrap_err().to_string();
+        assert!(err.contains("roles must alternate"), "{err}");
+        assert!(Template::jinja("{% for %}", "", "").is_err());
+    }
+}

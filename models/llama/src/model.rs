@@ -1,0 +1,343 @@
+//! The LLaMA module tree. Field names follow the HF checkpoint (`embed_tokens`,
+//! `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`, …), so `load.rs` needs almost no renaming.
+//!
+//! RoPE is always the half-split rotation of HF LLaMA (`rotate_half`). GGUF weights, whose
+//! `attn_q` / `attn_k` rows llama.cpp's converter permuted for adjacent-pair rotation, are
+//! un-permuted when they are loaded (`load.rs`), so one forward path serves both formats.
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
+use zoo_nn::rope::{self, rope_half};
+use zoo_nn::{Activation, CausalLm, Logits, RmsNorm};
+
+use crate::config::{LlamaConfig, RopeScaling};
+
+/// LLaMA: token embedding, decoder layers, final RMSNorm, LM head.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// Token embedding `[vocab, d]`, also the LM head when tied.
+    pub embed_tokens: Embedding<B>,
+    /// The decoder layers.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm<B>,
+    /// A separate LM head, only when the checkpoint does not tie it.
+    pub lm_head: Option<Linear<B>>,
+    /// Rotary frequencies and tables.
+    pub rope: LlamaRope<B>,
+    /// Longest sequence accepted.
+    pub max_positions: usize,
+}
+
+/// One pre-norm layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Grouped-query self-attention.
+    pub self_attn: Attention<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// SwiGLU feed-forward network.
+    pub mlp: Mlp<B>,
+}
+
+/// Causal grouped-query self-attention with rotary positions.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[d, heads * head_dim]`.
+    pub q_proj: Linear<B>,
+    /// `[d, kv_heads * head_dim]`.
+    pub k_proj: Linear<B>,
+    /// `[d, kv_heads * head_dim]`.
+    pub v_proj: Linear<B>,
+    /// `[heads * head_dim, d]`.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+}
+
+/// `down(act(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `[d, inner]`.
+    pub gate_proj: Linear<B>,
+    /// `[d, inner]`.
+    pub up_proj: Linear<B>,
+    /// `[inner, d]`.
+    pub down_proj: Linear<B>,
+    /// The gate activation (SiLU).
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// Rotary embedding state: a precomputed cos/sin table, and for dynamic NTK the recipe to
+/// recompute frequencies for sequences longer than `max_position_embeddings`.
+#[derive(Module, Debug)]
+pub struct LlamaRope<B: Backend> {
+    /// `[rows, head_dim / 2]`.
+    cos: Tensor<B, 2>,
+    /// `[rows, head_dim / 2]`.
+    sin: Tensor<B, 2>,
+    /// Dynamic NTK scaling is on.
+    dynamic: bool,
+    /// Rotated features per head.
+    dim: usize,
+    /// RoPE base.
+    theta: f64,
+    /// Dynamic NTK factor.
+    factor: f64,
+    /// Positions before dynamic NTK starts rescaling.
+    max_positions: usize,
+}
+
+impl<B: Backend> LlamaRope<B> {
+    /// The rotary state for `config`; `freq_factors` (GGUF `rope_freqs.weight`) divide the
+    /// standard frequencies when given, replacing the config's scaling.
+    pub fn new(config: &LlamaConfig, freq_factors: Option<&[f32]>, device: &B::Device) -> Self {
+        let dim = config.head_dim();
+        let theta = config.rope_theta();
+        let scaling = config.rope().unwrap_or(RopeScaling::Default);
+        let mut dynamic = false;
+        let mut dyn_factor = 1.0;
+        let inv_freq = match (freq_factors, scaling) {
+            (Some(factors), _) => rope::default_inv_freq(dim, theta)
+                .into_iter()
+                .zip(factors)
+                .map(|(f, &s)| f / s as f64)
+                .collect(),
+            (None, RopeScaling::Default) => rope::default_inv_freq(dim, theta),
+            (None, RopeScaling::Linear { factor }) => rope::linear_inv_freq(dim, theta, factor),
+            (None, RopeScaling::Dynamic { factor }) => {
+                dynamic = true;
+                dyn_factor = factor;
+                rope::default_inv_freq(dim, theta)
+            }
+            (
+                None,
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                },
+            ) => rope::llama3_inv_freq(
+                dim,
+                theta,
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            ),
+        };
+        let rows = config.max_position_embeddings.min(config.context_length());
+        let (cos, sin) = rope::cos_sin(&inv_freq, 0, rows, device);
+        Self {
+            cos,
+            sin,
+            dynamic,
+            dim,
+            theta,
+            factor: dyn_factor,
+            max_positions: config.max_position_embeddings,
+        }
+    }
+
+    /// cos/sin for positions `past..past + t` of a forward pass that ends at `past + t`.
+    ///
+    /// Dynamic NTK follows HF: a pass whose sequence ends beyond `max_position_embeddings`
+    /// rotates all its positions with frequencies recomputed for that length, while keys
+    /// already in the cache keep the rotation they were stored with.
+    pub fn cos_sin(
+        &self,
+        past: usize,
+        t: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        if self.dynamic && past + t > self.max_positions {
+            let inv = rope::dynamic_ntk_inv_freq(
+                self.dim,
+                self.theta,
+                self.factor,
+                past + t,
+                self.max_positions,
+            );
+            return rope::cos_sin(&inv, past, t, device);
+        }
+        let half = self.dim / 2;
+        (
+            self.cos.clone().slice([past..past + t, 0..half]),
+            self.sin.clone().slice([past..past + t, 0..half]),
+        )
+    }
+}
+
+/// The key/value caches of every layer.
+#[derive(Debug)]
+pub struct LlamaCache<B: Backend> {
+    /// One cache per layer.
+    pub layers: Vec<KvCache<B>>,
+}
+
+impl<B: Backend> Llama<B> {
+    /// Hidden states before the final norm.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, t]` → `[batch, t, d]`
+    pub fn hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: &mut LlamaCache<B>,
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let [_, t] = ids.dims();
+        let device = ids.device();
+        let past = cache.layers.first().map_or(0, KvCache::len);
+        if past + t > self.max_positions {
+            return Err(CacheFull {
+                needed: past + t,
+                capacity: self.max_positions,
+            });
+        }
+        let (cos, sin) = self.rope.cos_sin(past, t, &device);
+        let mask = (t > 1).then(|| causal_mask::<B>(t, past, &device).unsqueeze::<4>());
+        let mut x = self.embed_tokens.forward(ids);
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &cos, &sin, layer_cache, mask.clone())?;
+        }
+        Ok(x)
+    }
+
+    /// Logits over the vocabulary from hidden states (final norm, then the head).
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, t, d]` → `[batch, t, vocab]`
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = self.norm.forward(hidden);
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let w = self.embed_tokens.weight.val(); // [vocab, d]
+                let vocab = w.dims()[0];
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(w.transpose())
+                    .reshape([b, t, vocab])
+            }
+        }
+    }
+
+    /// A cache with room for `capacity` positions for a batch.
+    pub fn cache(&self, batch: usize, capacity: usize) -> LlamaCache<B> {
+        let device = self.embed_tokens.weight.device();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.self_attn;
+                KvCache::new(batch, a.num_kv_heads, capacity, a.head_dim, &device)
+            })
+            .collect();
+        LlamaCache { layers }
+    }
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// # Shapes
+    /// - `x`: `[batch, t, d]` → `[batch, t, d]`
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        cache: &mut KvCache<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let h = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            cache,
+            mask,
+        )?;
+        let x = x + h;
+        Ok(x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x)))
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - `x`: `[batch, t, d]`, `cos`/`sin`: `[t, head_dim / 2]` → `[batch, t, d]`
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        cache: &mut KvCache<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let [b, t, _] = x.dims();
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()), h);
+        let k = heads(self.k_proj.forward(x.clone()), kv);
+        let v = heads(self.v_proj.forward(x), kv);
+        let q = rope_half(q, cos.clone(), sin.clone());
+        let k = rope_half(k, cos.clone(), sin.clone());
+        let (k, v) = cache.append(k, v)?;
+        let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt());
+        Ok(self
+            .o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd])))
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    /// # Shapes
+    /// - `x`: `[batch, t, d]` → `[batch, t, d]`
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = self.act.forward(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Llama<B> {
+    type Cache = LlamaCache<B>;
+    type Error = CacheFull;
+
+    fn new_cache(&self, batch: usize, capacity: usize) -> Self::Cache {
+        self.cache(batch, capacity)
+    }
+
+    fn forward_cached(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: &mut Self::Cache,
+        logits: Logits,
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let hidden = self.hidden(ids, cache)?;
+        if logits == Logits::Hidden {
+            return Ok(hidden);
+        }
+        let hidden = logits.positions(hidden);
+        Ok(self.lm_logits(hidden))
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    fn device(&self) -> B::Device {
+        self.embed_tokens.weight.device()
+    }
+}

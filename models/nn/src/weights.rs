@@ -1,0 +1,491 @@
+//! Reading checkpoint tensors by name, with strict bookkeeping.
+//!
+//! A [`Weights`] holds every tensor of a checkpoint (safetensors, sharded safetensors, PyTorch
+//! `.bin`, or tensors another reader produced, e.g. from GGUF). Model loaders `take` tensors by
+//! their checkpoint names with the shape they expect; [`Weights::finish`] then fails if any
+//! tensor was left unused, except names the caller allow-lists explicitly (buffers such as
+//! GPT-2's `attn.bias`). A missing tensor, a wrong shape, a truncated file or an unsupported
+//! dtype is an error naming the tensor and the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+/// Everything that can go wrong reading checkpoint tensors.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file (truncated, bad header, offsets out of range).
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The file is not a readable PyTorch checkpoint.
+    #[error("{path} is not a readable PyTorch checkpoint: {reason}")]
+    Pytorch {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+    },
+    /// A sharded checkpoint's index is malformed or names a missing shard.
+    #[error("bad shard index {path}: {reason}")]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No weight file was found in a model folder.
+    #[error("no weights in {0}: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json")]
+    NoWeights(PathBuf),
+    /// The model needs a tensor the checkpoint does not have.
+    #[error("tensor `{name}` is missing from {source_name}")]
+    Missing {
+        /// The checkpoint name that was looked for.
+        name: String,
+        /// Where it was looked for.
+        source_name: String,
+    },
+    /// A tensor has a different shape than the config implies.
+    #[error("tensor `{name}` has shape {found:?}, but the config implies {expected:?} (does config.json belong to these weights?)")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the checkpoint.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype the zoo cannot convert to f32.
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    Dtype {
+        /// The tensor.
+        name: String,
+        /// The dtype, as the file names it.
+        dtype: String,
+    },
+    /// Two tensors that must agree (e.g. a tied LM head and the embedding) differ.
+    #[error("tensor `{name}`: {reason}")]
+    Inconsistent {
+        /// The tensor.
+        name: String,
+        /// What does not agree.
+        reason: String,
+    },
+    /// The checkpoint has tensors the model did not use.
+    #[error("{count} checkpoint tensor(s) were not used by the model: {names}", count = .0.len(), names = .0.join(", "))]
+    Unused(Vec<String>),
+}
+
+/// Where one tensor's bytes are.
+enum Entry {
+    /// A tensor inside a memory-mapped safetensors file.
+    Mapped {
+        file: Arc<Mmap>,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        start: usize,
+        end: usize,
+    },
+    /// A tensor already in memory as f32.
+    Owned { shape: Vec<usize>, data: Vec<f32> },
+    /// A tensor read from a PyTorch file, converted on demand.
+    Data(TensorData),
+}
+
+impl Entry {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Entry::Mapped { shape, .. } | Entry::Owned { shape, .. } => shape.clone(),
+            Entry::Data(data) => data.shape.to_vec(),
+        }
+    }
+}
+
+/// The tensors of one checkpoint, taken by name.
+pub struct Weights {
+    entries: BTreeMap<String, Entry>,
+    used: BTreeSet<String>,
+    source_name: String,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("source", &self.source_name)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WeightError + '_ {
+    move |source| WeightError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Weights {
+    /// Opens the weights of a Hugging Face model folder, or one weight file.
+    ///
+    /// In a folder the first of `model.safetensors`, `model.safetensors.index.json`,
+    /// `pytorch_model.bin`, `pytorch_model.bin.index.json` that exists is read.
+    pub fn open(path: &Path) -> Result<Self, WeightError> {
+        if path.is_file() {
+            return Self::open_file(path);
+        }
+        for name in [
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+        ] {
+            let candidate = path.join(name);
+            if candidate.is_file() {
+                return Self::open_file(&candidate);
+            }
+        }
+        Err(WeightError::NoWeights(path.to_path_buf()))
+    }
+
+    fn open_file(path: &Path) -> Result<Self, WeightError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".index.json") {
+            Self::open_sharded(path)
+        } else if name.ends_with(".safetensors") {
+            let mut weights = Self::empty(path.display().to_string());
+            weights.add_safetensors(path)?;
+            Ok(weights)
+        } else {
+            let mut weights = Self::empty(path.display().to_string());
+            weights.add_pytorch(path)?;
+            Ok(weights)
+        }
+    }
+
+    fn empty(source_name: String) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            used: BTreeSet::new(),
+            source_name,
+        }
+    }
+
+    /// Builds weights from tensors already in memory (for example dequantised GGUF tensors).
+    pub fn from_f32(source_name: &str, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        let mut weights = Self::empty(source_name.to_string());
+        for (name, (shape, data)) in tensors {
+            weights.entries.insert(name, Entry::Owned { shape, data });
+        }
+        weights
+    }
+
+    /// Reads a `*.index.json` of a sharded checkpoint and every shard it names.
+    fn open_sharded(index: &Path) -> Result<Self, WeightError> {
+        let bad = |reason: String| WeightError::Index {
+            path: index.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(index).map_err(io_err(index))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let mut shards = BTreeSet::new();
+        for file in map.values() {
+            let file = file
+                .as_str()
+                .ok_or_else(|| bad("a `weight_map` value is not a file name".into()))?;
+            if file.contains('/') || file.contains('\\') || file == ".." {
+                return Err(bad(format!("shard name `{file}` is not a plain file name")));
+            }
+            shards.insert(file.to_string());
+        }
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut weights = Self::empty(index.display().to_string());
+        for shard in shards {
+            let path = dir.join(&shard);
+            if !path.is_file() {
+                return Err(bad(format!("shard {shard} does not exist")));
+            }
+            if shard.ends_with(".safetensors") {
+                weights.add_safetensors(&path)?;
+            } else {
+                weights.add_pytorch(&path)?;
+            }
+        }
+        for name in map.keys() {
+            if !weights.entries.contains_key(name) {
+                return Err(bad(format!(
+                    "tensor `{name}` is listed but absent from its shard"
+                )));
+            }
+        }
+        Ok(weights)
+    }
+
+    fn add_safetensors(&mut self, path: &Path) -> Result<(), WeightError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        // SAFETY: the map is read-only and the zoo never writes to checkpoint files; a file
+        // truncated by another process while mapped is outside what any reader can defend.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+        let bad = |reason: String| WeightError::Safetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
+        let data_start = 8 + header_len;
+        let mut infos = Vec::new();
+        for (name, info) in metadata.tensors() {
+            let (start, end) = info.data_offsets;
+            let elements: usize = info.shape.iter().product();
+            let bytes = elements
+                .checked_mul(info.dtype.bitsize() / 8)
+                .ok_or_else(|| bad(format!("tensor `{name}` is absurdly large")))?;
+            if end < start || end - start != bytes {
+                return Err(bad(format!(
+                    "tensor `{name}` has {} bytes for shape {:?}",
+                    end.saturating_sub(start),
+                    info.shape
+                )));
+            }
+            if data_start + end > mmap.len() {
+                return Err(bad(format!(
+                    "tensor `{name}` ends at byte {} but the file has {} bytes (truncated?)",
+                    data_start + end,
+                    mmap.len()
+                )));
+            }
+            infos.push((name, info.dtype, info.shape.clone(), start, end));
+        }
+        let file = Arc::new(mmap);
+        for (name, dtype, shape, start, end) in infos {
+            self.entries.insert(
+                name,
+                Entry::Mapped {
+                    file: file.clone(),
+                    dtype,
+                    shape,
+                    start: data_start + start,
+                    end: data_start + end,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn add_pytorch(&mut self, path: &Path) -> Result<(), WeightError> {
+        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| {
+            WeightError::Pytorch {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        for (name, snapshot) in reader.into_tensors() {
+            let data = snapshot.to_data().map_err(|e| WeightError::Pytorch {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e:?}"),
+            })?;
+            self.entries.insert(name, Entry::Data(data));
+        }
+        Ok(())
+    }
+
+    /// Where the tensors come from, for messages.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// Every tensor name in the checkpoint, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|s| s.as_str())
+    }
+
+    /// Whether the checkpoint has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The shape of a tensor, outermost dimension first.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.entries.get(name).map(Entry::shape)
+    }
+
+    /// Marks a tensor as deliberately unused (a buffer such as a causal-mask constant).
+    pub fn skip(&mut self, name: &str) {
+        if self.entries.contains_key(name) {
+            self.used.insert(name.to_string());
+        }
+    }
+
+    /// Takes a tensor as f32 values in row-major order, checking its shape.
+    pub fn take_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
+        let entry = self.entries.get(name).ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            source_name: self.source_name.clone(),
+        })?;
+        let shape = entry.shape();
+        if shape != expected {
+            return Err(WeightError::Shape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        let values = match entry {
+            Entry::Mapped {
+                file,
+                dtype,
+                start,
+                end,
+                ..
+            } => decode(name, *dtype, &file[*start..*end])?,
+            Entry::Owned { data, .. } => data.clone(),
+            Entry::Data(data) => data
+                .clone()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| WeightError::Dtype {
+                    name: name.to_string(),
+                    dtype: format!("{:?} ({e:?})", data.dtype),
+                })?,
+        };
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// Takes a tensor onto `device`, checking its shape.
+    pub fn tensor<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
+        let values = self.take_f32(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// Takes a `[rows, cols]` matrix and returns it transposed, `[cols, rows]`, on `device`.
+    pub fn tensor_transposed<B: Backend>(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>, WeightError> {
+        let values = self.take_f32(name, &[rows, cols])?;
+        let mut out = vec![0.0f32; values.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = values[r * cols + c];
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(out, [cols, rows]), device))
+    }
+
+    /// Builds a Burn `Linear` from `{prefix}.weight` / `{prefix}.bias`.
+    ///
+    /// `layout` says how the checkpoint stores the weight: PyTorch `nn.Linear` keeps
+    /// `[out, in]` (transposed here once, at load), GPT-2's `Conv1D` keeps `[in, out]`.
+    pub fn linear<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        layout: LinearLayout,
+        device: &B::Device,
+    ) -> Result<Linear<B>, WeightError> {
+        let weight_name = format!("{prefix}.weight");
+        let weight = match layout {
+            LinearLayout::OutIn => self.tensor_transposed(&weight_name, d_out, d_in, device)?,
+            LinearLayout::InOut => self.tensor(&weight_name, [d_in, d_out], device)?,
+        };
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Fails unless every tensor was taken or skipped; `allowed` names the tensors that may
+    /// stay unused (buffers of the original code).
+    pub fn finish(self, allowed: impl Fn(&str) -> bool) -> Result<(), WeightError> {
+        let unused: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|name| !self.used.contains(*name) && !allowed(name))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(WeightError::Unused(unused))
+        }
+    }
+}
+
+/// How a checkpoint stores a linear layer's weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearLayout {
+    /// `[out_features, in_features]`: PyTorch `nn.Linear`.
+    OutIn,
+    /// `[in_features, out_features]`: GPT-2's `Conv1D`, and Burn's own layout.
+    InOut,
+}
+
+fn decode(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, WeightError> {
+    Ok(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .collect(),
+        other => {
+            return Err(WeightError::Dtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    })
+}

@@ -1,0 +1,64 @@
+//! The subcommands of `zoo`, one module per group.
+
+pub mod backends;
+pub mod fetch;
+pub mod info;
+pub mod run;
+pub mod word2vec;
+
+use anyhow::{bail, Context as _};
+use burn_zoo::backends::BackendKind;
+use burn_zoo::resolve::{resolve_path, ModelRef};
+
+/// Options every command takes.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `--backend` (or `ZOO_BACKEND`), unresolved.
+    pub backend: Option<String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Context {
+    /// The backend to run on, opened and checked.
+    pub fn backend(&self) -> anyhow::Result<BackendKind> {
+        let choice = burn_zoo::backends::choice_from(self.backend.as_deref())?;
+        Ok(burn_zoo::backends::resolve(choice)?)
+    }
+}
+
+/// Resolves `MODEL`: a path (a Hugging Face folder), else a catalog id, fetched if needed.
+pub fn resolve_model(model: &str) -> anyhow::Result<ModelRef> {
+    let path = std::path::Path::new(model);
+    if path.exists() || model.contains('/') || model.contains(std::path::MAIN_SEPARATOR) {
+        return Ok(resolve_path(path)?);
+    }
+    let fetched = fetch::fetch_id(model, None)?;
+    Ok(resolve_path(&fetched.path)?)
+}
+
+/// Parses `1,2,3` (spaces allowed) into token ids.
+pub fn parse_ids(text: &str) -> anyhow::Result<Vec<u32>> {
+    let ids: Vec<u32> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("`{s}` is not a token id (expected non-negative integers separated by commas)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--ids is empty: give at least one token id");
+    }
+    Ok(ids)
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `zoo`: run, inspect and compare the models of burn-zoo from the terminal.
+//!
+//! stdout carries results (text as it is generated, or JSON with `--json`); stderr carries
+//! progress, timings and errors. Every error exits non-zero with one clear message.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The burn-zoo command line.
+#[derive(Debug, Parser)]
+#[command(name = "zoo", version, about = "Run and compare the architectures that shaped open language models, on any Burn backend")]
+struct Cli {
+    /// Backend to run on: auto, flex, ndarray, wgpu, vulkan, webgpu, cuda.
+    #[arg(long, global = true, env = "ZOO_BACKEND")]
+    backend: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the models of the catalog.
+    List,
+    /// Put a catalog model's files into the local cache, verified.
+    Fetch(commands::fetch::FetchArgs),
+    /// Show a model's architecture, sizes and parameter count.
+    Info(commands::info::InfoArgs),
+    /// List the compiled-in backends and whether each opens a device here.
+    Backends,
+    /// Print the logits (or hidden states) for given token ids.
+    Forward(commands::run::ForwardArgs),
+    /// Generate text (or ids) with the KV cache, streaming to stdout.
+    Generate(commands::run::GenerateArgs),
+    /// Train CBOW or skip-gram word vectors on a text file.
+    TrainWord2vec(commands::word2vec::TrainArgs),
+    /// Nearest words by cosine similarity.
+    Similar(commands::word2vec::SimilarArgs),
+    /// Word analogies: positive words minus negative words (3CosAdd, or 3CosMul).
+    Analogy(commands::word2vec::AnalogyArgs),
+    /// Analogy accuracy and word-similarity correlation, as gensim computes them.
+    EvalWord2vec(commands::word2vec::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = commands::Context {
+        backend: cli.backend.clone(),
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::List => commands::info::list(&ctx),
+        Command::Fetch(args) => commands::fetch::fetch(&ctx, args),
+        Command::Info(args) => commands::info::info(&ctx, args),
+        Command::Backends => commands::backends::backends(&ctx),
+        Command::Forward(args) => commands::run::forward(&ctx, args),
+        Command::Generate(args) => commands::run::generate(&ctx, args),
+        Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
+        Command::Similar(args) => commands::word2vec::similar(&ctx, args),
+        Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),
+        Command::EvalWord2vec(args) => commands::word2vec::eval(&ctx, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What `MODEL` means on the command line: a Hugging Face folder (its `config.json` names the
+//! architecture) or a catalog id.
+
+use std::path::{Path, PathBuf};
+
+/// The model families the zoo can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// GPT-2 and its sizes (distilgpt2 included).
+    Gpt2,
+}
+
+impl Family {
+    /// The family's name as `zoo info` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gpt2 => "gpt2",
+        }
+    }
+}
+
+/// A model the zoo found: its family and where its files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    /// The architecture family.
+    pub family: Family,
+    /// The folder with `config.json` and the weights.
+    pub path: PathBuf,
+}
+
+/// Why `MODEL` could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Not a path that exists, and not a catalog id.
+    #[error("`{0}` is neither a model folder nor a known model id (see `zoo list`)")]
+    NotFound(String),
+    /// The folder has no `config.json`.
+    #[error("{0} has no config.json: not a Hugging Face model folder")]
+    NoConfig(PathBuf),
+    /// `config.json` is unreadable or not JSON.
+    #[error("cannot read {path}: {reason}")]
+    BadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The architecture is not one the zoo implements.
+    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2)")]
+    Unsupported {
+        /// The config file.
+        path: PathBuf,
+        /// Its `model_type`.
+        model_type: String,
+    },
+}
+
+/// Resolves a model folder by reading `model_type` from its `config.json`.
+pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
+    if !path.exists() {
+        return Err(ResolveError::NotFound(path.display().to_string()));
+    }
+    let config = path.join("config.json");
+    if !config.is_file() {
+        return Err(ResolveError::NoConfig(path.to_path_buf()));
+    }
+    let bad = |reason: String| ResolveError::BadConfig {
+        path: config.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&config).map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let model_type = json
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let family = match model_type.as_str() {
+        "gpt2" => Family::Gpt2,
+        _ => {
+            return Err(ResolveError::Unsupported {
+                path: config,
+                model_type,
+            })
+        }
+    };
+    Ok(ModelRef {
+        family,
+        path: path.to_path_buf(),
+    })
+}

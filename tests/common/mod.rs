@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn_zoo::backends::{self, BackendKind, BackendTask};
+
+/// The fixtures folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Reads a JSON file.
+pub fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of arrays of numbers as rows of f32.
+pub fn rows(value: &serde_json::Value) -> Vec<Vec<f32>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .collect()
+}
+
+/// A JSON array of numbers as u32.
+pub fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+/// Largest absolute difference between two equally shaped row sets.
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "row count");
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len(), "row length");
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Runs a task made by `make` on every backend the suite covers (`ZOO_TEST_BACKENDS`, else all
+/// compiled in that open a device).
+pub fn on_every_backend<T: BackendTask<Output = ()>>(make: impl Fn(BackendKind) -> T) {
+    let kinds = backends::test_backends().expect("a backend named in ZOO_TEST_BACKENDS is unusable");
+    assert!(!kinds.is_empty(), "no backend to test on");
+    for kind in kinds {
+        eprintln!("[{kind}]");
+        backends::run(kind, make(kind)).unwrap();
+    }
+}
+
+/// A compiled-in CPU backend (flex, else ndarray), for tests about loading rather than numerics.
+pub fn cpu_backend() -> BackendKind {
+    [BackendKind::Flex, BackendKind::NdArray]
+        .into_iter()
+        .find(|k| k.is_compiled())
+        .expect("a CPU backend (flex or ndarray) is compiled in")
+}

