@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 
 /// The burn-zoo command line.
 #[derive(Debug, Parser)]
-#[command(name = "zoo", version, about = "Run and compare the architectures that shaped open language models, on any Burn backend")]
+#[command(
+    name = "zoo",
+    version,
+    about = "Run and compare the architectures that shaped open language models, on any Burn backend"
+)]
 struct Cli {
     /// Backend to run on: auto, flex, ndarray, wgpu, vulkan, webgpu, cuda.
     #[arg(long, global = true, env = "ZOO_BACKEND")]
@@ -31,12 +35,22 @@ enum Command {
     Fetch(commands::fetch::FetchArgs),
     /// Show a model's architecture, sizes and parameter count.
     Info(commands::info::InfoArgs),
+    /// Put models side by side from their configs: parameters, FLOPs, weight and KV-cache memory.
+    Compare(commands::compare::CompareArgs),
     /// List the compiled-in backends and whether each opens a device here.
     Backends,
     /// Print the logits (or hidden states) for given token ids.
     Forward(commands::run::ForwardArgs),
     /// Generate text (or ids) with the KV cache, streaming to stdout.
     Generate(commands::run::GenerateArgs),
+    /// A conversation in the model's chat template (interactive, or one --message).
+    Chat(commands::chat::ChatArgs),
+    /// Sentence embeddings (BERT / sentence-transformers).
+    Embed(commands::bert::EmbedArgs),
+    /// Cosine similarities of sentence embeddings, as a table.
+    Similarity(commands::bert::SimilarityArgs),
+    /// Masked-token prediction (BERT).
+    FillMask(commands::bert::FillMaskArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
     TrainWord2vec(commands::word2vec::TrainArgs),
     /// Nearest words by cosine similarity.
@@ -57,9 +71,14 @@ fn main() -> ExitCode {
         Command::List => commands::info::list(&ctx),
         Command::Fetch(args) => commands::fetch::fetch(&ctx, args),
         Command::Info(args) => commands::info::info(&ctx, args),
+        Command::Compare(args) => commands::compare::compare(&ctx, args),
         Command::Backends => commands::backends::backends(&ctx),
         Command::Forward(args) => commands::run::forward(&ctx, args),
         Command::Generate(args) => commands::run::generate(&ctx, args),
+        Command::Chat(args) => commands::chat::chat(&ctx, args),
+        Command::Embed(args) => commands::bert::embed(&ctx, args),
+        Command::Similarity(args) => commands::bert::similarity(&ctx, args),
+        Command::FillMask(args) => commands::bert::fill_mask(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),
         Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 pub enum Family {
     /// GPT-2 and its sizes (distilgpt2 included).
     Gpt2,
+    /// BERT encoders (BertModel, BertForMaskedLM, sentence-transformers folders).
+    Bert,
+    /// LLaMA and its descendants (Alpaca, Vicuna, TinyLlama, SmolLM2), HF folders or GGUF files.
+    Llama,
+    /// GLM: ChatGLM-6B, ChatGLM2/3 and GLM-4 in the chatglm layout, GLM-4 in HF layout.
+    Glm,
 }
 
 impl Family {
@@ -15,6 +21,9 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Gpt2 => "gpt2",
+            Family::Bert => "bert",
+            Family::Llama => "llama",
+            Family::Glm => "glm",
         }
     }
 }
@@ -46,7 +55,7 @@ pub enum ResolveError {
         reason: String,
     },
     /// The architecture is not one the zoo implements.
-    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2)")]
+    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2, bert, llama, glm, chatglm)")]
     Unsupported {
         /// The config file.
         path: PathBuf,
@@ -55,10 +64,21 @@ pub enum ResolveError {
     },
 }
 
-/// Resolves a model folder by reading `model_type` from its `config.json`.
+/// Resolves a model folder by reading `model_type` from its `config.json`; a `.gguf` file is
+/// a LLaMA-family model.
 pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
     if !path.exists() {
         return Err(ResolveError::NotFound(path.display().to_string()));
+    }
+    if path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return Ok(ModelRef {
+            family: Family::Llama,
+            path: path.to_path_buf(),
+        });
     }
     let config = path.join("config.json");
     if !config.is_file() {
@@ -77,6 +97,9 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         .to_string();
     let family = match model_type.as_str() {
         "gpt2" => Family::Gpt2,
+        "bert" => Family::Bert,
+        "llama" => Family::Llama,
+        "glm" | "chatglm" => Family::Glm,
         _ => {
             return Err(ResolveError::Unsupported {
                 path: config,
@@ -88,4 +111,22 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         family,
         path: path.to_path_buf(),
     })
+}
+
+/// The `eos_token_id` of a folder's `config.json` (a number or a list); empty when absent.
+pub fn config_eos_ids(dir: &Path) -> Vec<u32> {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    match json.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32).into_iter().collect(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_u64().map(|n| n as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
 }

@@ -41,7 +41,10 @@ fn forward_json_matches_transformers_logits() {
     for backend in backends_under_test() {
         for name in ["tiny-a", "tiny-b"] {
             let reference = json(&fixtures().join("gpt2").join(name).join("reference.json"));
-            let prompt: Vec<String> = ids(&reference["prompt"]).iter().map(u32::to_string).collect();
+            let prompt: Vec<String> = ids(&reference["prompt"])
+                .iter()
+                .map(u32::to_string)
+                .collect();
             let out = zoo(&[
                 "forward",
                 &fixture(name),
@@ -53,7 +56,9 @@ fn forward_json_matches_transformers_logits() {
             ]);
             let value = stdout_json(&out);
             let diff = max_abs_diff(&rows(&value["logits"]), &rows(&reference["logits"]));
-            let kind = backend.parse::<burn_zoo::backends::BackendChoice>().unwrap();
+            let kind = backend
+                .parse::<burn_zoo::backends::BackendChoice>()
+                .unwrap();
             let tol = match kind {
                 burn_zoo::backends::BackendChoice::Named(k) => burn_zoo::backends::tolerance(k),
                 _ => unreachable!(),
@@ -67,7 +72,10 @@ fn forward_json_matches_transformers_logits() {
 fn generate_json_gives_transformers_greedy_tokens_and_text() {
     for backend in backends_under_test() {
         let reference = json(&fixtures().join("gpt2/tiny-a/reference.json"));
-        let prompt: Vec<String> = ids(&reference["prompt"]).iter().map(u32::to_string).collect();
+        let prompt: Vec<String> = ids(&reference["prompt"])
+            .iter()
+            .map(u32::to_string)
+            .collect();
         let greedy = ids(&reference["greedy"]);
         let n = greedy.len().to_string();
         let out = zoo(&[
@@ -102,7 +110,11 @@ fn generate_streams_prompt_and_continuation() {
         "--backend",
         &backends_under_test()[0],
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("the"), "{text:?}");
     assert!(text.len() > "the".len(), "{text:?}");
@@ -115,8 +127,22 @@ fn generate_streams_prompt_and_continuation() {
 fn sampling_with_a_seed_is_reproducible_from_the_cli() {
     let run = |seed: &str| {
         stdout_json(&zoo(&[
-            "generate", &fixture("tiny-a"), "--ids", "1,2,3", "--temperature", "1.3", "--top-k", "40",
-            "--top-p", "0.9", "--seed", seed, "--max-new-tokens", "20", "--ignore-eos", "--json",
+            "generate",
+            &fixture("tiny-a"),
+            "--ids",
+            "1,2,3",
+            "--temperature",
+            "1.3",
+            "--top-k",
+            "40",
+            "--top-p",
+            "0.9",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "20",
+            "--ignore-eos",
+            "--json",
         ]))["ids"]
             .clone()
     };
@@ -126,26 +152,47 @@ fn sampling_with_a_seed_is_reproducible_from_the_cli() {
 
 fn assert_clean_error(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error: {stderr}"
+    );
     assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
 
 #[test]
 fn bad_input_gives_clear_errors() {
     let a = fixture("tiny-a");
-    assert_clean_error(&zoo(&["forward", "/nonexistent/model", "--ids", "1"]), "neither a model folder");
-    assert_clean_error(&zoo(&["forward", &a, "--ids", "1,x,3"]), "`x` is not a token id");
+    assert_clean_error(
+        &zoo(&["forward", "/nonexistent/model", "--ids", "1"]),
+        "neither a model folder",
+    );
+    assert_clean_error(
+        &zoo(&["forward", &a, "--ids", "1,x,3"]),
+        "`x` is not a token id",
+    );
     assert_clean_error(&zoo(&["forward", &a, "--ids", ""]), "--ids is empty");
-    assert_clean_error(&zoo(&["forward", &a, "--ids", "1,9999"]), "outside the vocabulary");
+    assert_clean_error(
+        &zoo(&["forward", &a, "--ids", "1,9999"]),
+        "outside the vocabulary",
+    );
     let long: Vec<String> = (0..65).map(|i| (i % 200).to_string()).collect();
     assert_clean_error(&zoo(&["forward", &a, "--ids", &long.join(",")]), "context");
     assert_clean_error(
         &zoo(&["generate", &a, "--ids", "1,2", "--max-new-tokens", "100"]),
         "exceeds the model's context",
     );
-    assert_clean_error(&zoo(&["forward", &a, "--ids", "1", "--backend", "tpu"]), "unknown backend `tpu`");
-    assert_clean_error(&zoo(&["generate", &a, "--ids", "1", "--temperature", "0"]), "temperature");
+    assert_clean_error(
+        &zoo(&["forward", &a, "--ids", "1", "--backend", "tpu"]),
+        "unknown backend `tpu`",
+    );
+    assert_clean_error(
+        &zoo(&["generate", &a, "--ids", "1", "--temperature", "0"]),
+        "temperature",
+    );
     assert_clean_error(
         &zoo(&["generate", &fixture("tiny-b"), "--prompt", "hi"]),
         "has no tokenizer",

@@ -46,10 +46,16 @@ impl BackendTask for Parity {
         let logits = output_rows(logits);
         let diff = max_abs_diff(&logits, &rows(&reference["logits"]));
         eprintln!("  {} logits max |diff| = {diff:e}", self.name);
-        assert!(diff < tol, "{}: logits differ by {diff} (tolerance {tol})", self.name);
+        assert!(
+            diff < tol,
+            "{}: logits differ by {diff} (tolerance {tol})",
+            self.name
+        );
 
         let mut cache = model.cache(1, prompt.len());
-        let hidden = model.hidden(ids_tensor::<B>(&prompt, &device), &mut cache).unwrap();
+        let hidden = model
+            .hidden(ids_tensor::<B>(&prompt, &device), &mut cache)
+            .unwrap();
         let diff = max_abs_diff(&output_rows(hidden), &rows(&reference["hidden"]));
         assert!(diff < tol, "{}: hidden states differ by {diff}", self.name);
 
@@ -63,23 +69,39 @@ impl BackendTask for Parity {
             stepwise.extend(output_rows(out));
         }
         let diff = max_abs_diff(&stepwise, &logits);
-        assert!(diff < tol, "{}: cached decoding differs from the full pass by {diff}", self.name);
+        assert!(
+            diff < tol,
+            "{}: cached decoding differs from the full pass by {diff}",
+            self.name
+        );
 
         // Mixed: a prefix in one call, then the rest in another.
         let split = prompt.len() / 2;
         let mut cache = model.new_cache(1, prompt.len());
         let mut mixed = output_rows(
             model
-                .forward_cached(ids_tensor::<B>(&prompt[..split], &device), &mut cache, Logits::All)
+                .forward_cached(
+                    ids_tensor::<B>(&prompt[..split], &device),
+                    &mut cache,
+                    Logits::All,
+                )
                 .unwrap(),
         );
         mixed.extend(output_rows(
             model
-                .forward_cached(ids_tensor::<B>(&prompt[split..], &device), &mut cache, Logits::All)
+                .forward_cached(
+                    ids_tensor::<B>(&prompt[split..], &device),
+                    &mut cache,
+                    Logits::All,
+                )
                 .unwrap(),
         ));
         let diff = max_abs_diff(&mixed, &logits);
-        assert!(diff < tol, "{}: chunked prefill differs by {diff}", self.name);
+        assert!(
+            diff < tol,
+            "{}: chunked prefill differs by {diff}",
+            self.name
+        );
 
         // Exact greedy tokens, as transformers' generate (which stops at eos).
         let want = ids(&reference["greedy"]);
@@ -92,12 +114,18 @@ impl BackendTask for Parity {
 
 #[test]
 fn tiny_a_matches_transformers_on_every_backend() {
-    on_every_backend(|kind| Parity { kind, name: "tiny-a" });
+    on_every_backend(|kind| Parity {
+        kind,
+        name: "tiny-a",
+    });
 }
 
 #[test]
 fn tiny_b_pytorch_bin_untied_head_matches_transformers_on_every_backend() {
-    on_every_backend(|kind| Parity { kind, name: "tiny-b" });
+    on_every_backend(|kind| Parity {
+        kind,
+        name: "tiny-b",
+    });
 }
 
 /// Seeded sampling gives the same tokens for the same seed, other tokens for another seed.
@@ -147,7 +175,13 @@ impl BackendTask for Load {
 }
 
 fn load_on_flex(dir: &Path) -> Result<(), Gpt2Error> {
-    burn_zoo::backends::run(cpu_backend(), Load { dir: dir.to_path_buf() }).unwrap()
+    burn_zoo::backends::run(
+        cpu_backend(),
+        Load {
+            dir: dir.to_path_buf(),
+        },
+    )
+    .unwrap()
 }
 
 /// A copy of fixture `tiny-a` in a temporary folder, to damage.
@@ -181,7 +215,11 @@ fn rewrite_weights(
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(name, (shape, values))| {
-            (name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
@@ -189,7 +227,8 @@ fn rewrite_weights(
         .map(|(name, shape, data)| {
             (
                 name.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap(),
             )
         })
         .collect();
@@ -224,7 +263,11 @@ fn wrong_shape_is_named() {
         entry.0 = vec![16, 64];
     });
     let err = load_on_flex(tmp.path()).unwrap_err();
-    assert!(err.to_string().contains("transformer.h.0.attn.c_proj.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("transformer.h.0.attn.c_proj.weight"),
+        "{err}"
+    );
     assert!(err.to_string().contains("[16, 64]"), "{err}");
 }
 
@@ -232,7 +275,10 @@ fn wrong_shape_is_named() {
 fn unused_tensor_is_an_error() {
     let tmp = copy_of_tiny_a();
     rewrite_weights(tmp.path(), |t| {
-        t.insert("transformer.h.0.attn.extra".into(), (vec![2], vec![1.0, 2.0]));
+        t.insert(
+            "transformer.h.0.attn.extra".into(),
+            (vec![2], vec![1.0, 2.0]),
+        );
     });
     let err = load_on_flex(tmp.path()).unwrap_err();
     assert!(
@@ -249,7 +295,10 @@ fn truncated_file_is_an_error() {
     for keep in [4, 100, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let err = load_on_flex(tmp.path()).unwrap_err();
-        assert!(matches!(err, Gpt2Error::Weights(WeightError::Safetensors { .. })), "{keep}: {err}");
+        assert!(
+            matches!(err, Gpt2Error::Weights(WeightError::Safetensors { .. })),
+            "{keep}: {err}"
+        );
     }
 }
 
@@ -263,7 +312,10 @@ fn config_that_does_not_match_the_weights_is_an_error() {
     // Fewer layers: the checkpoint's layer 1 is unused.
     set_config(tmp.path(), "n_layer", 1.into());
     let err = load_on_flex(tmp.path()).unwrap_err().to_string();
-    assert!(err.contains("not used") && err.contains("transformer.h.1."), "{err}");
+    assert!(
+        err.contains("not used") && err.contains("transformer.h.1."),
+        "{err}"
+    );
     // Another width: a shape error.
     set_config(tmp.path(), "n_layer", 2.into());
     set_config(tmp.path(), "n_embd", 64.into());
@@ -280,7 +332,11 @@ fn missing_weights_and_config_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let err = load_on_flex(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
-    std::fs::copy(fixture("tiny-a").join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture("tiny-a").join("config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let err = load_on_flex(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("no weights"), "{err}");
     std::fs::write(tmp.path().join("pytorch_model.bin"), b"not a zip or pickle").unwrap();

@@ -11,8 +11,29 @@ use common::*;
 /// whitespace runs and control characters.
 fn samples() -> Vec<String> {
     let pieces = [
-        "Hello", " world", "  ", "\n", "\t", "é", "ß", "中文", "日本語", "😀", "👩‍👩‍👧", "\u{0301}",
-        "’", "1234", "!?", "\u{0000}", "\u{FEFF}", "Ünïcödé", " ", "'s", "'ll", "\r\n", "ﬁ",
+        "Hello",
+        " world",
+        "  ",
+        "\n",
+        "\t",
+        "é",
+        "ß",
+        "中文",
+        "日本語",
+        "😀",
+        "👩‍👩‍👧",
+        "\u{0301}",
+        "’",
+        "1234",
+        "!?",
+        "\u{0000}",
+        "\u{FEFF}",
+        "Ünïcödé",
+        " ",
+        "'s",
+        "'ll",
+        "\r\n",
+        "ﬁ",
     ];
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut out = vec![String::new()];
@@ -48,18 +69,26 @@ fn round_trips(tok: &TextTokenizer) {
 #[test]
 fn fixture_tokenizer_matches_transformers_and_round_trips() {
     let dir = fixtures().join("gpt2/tiny-a");
-    let tok = TextTokenizer::from_dir(&dir).unwrap().expect("vocab.json + merges.txt");
+    let tok = TextTokenizer::from_dir(&dir)
+        .unwrap()
+        .expect("vocab.json + merges.txt");
     let reference = json(&dir.join("reference.json"));
     for case in reference["tokenizer"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, false).unwrap(), ids(&case["ids"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text, false).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
     }
     round_trips(&tok);
 }
 
 #[test]
 fn decoding_an_id_outside_the_vocabulary_is_an_error() {
-    let tok = TextTokenizer::from_dir(&fixtures().join("gpt2/tiny-a")).unwrap().unwrap();
+    let tok = TextTokenizer::from_dir(&fixtures().join("gpt2/tiny-a"))
+        .unwrap()
+        .unwrap();
     let err = tok.decode(&[1, 100_000], false).unwrap_err();
     assert!(err.to_string().contains("100000"), "{err}");
 }
@@ -91,7 +120,10 @@ fn real_gpt2_tokenizer_gives_known_ids() {
         ("Hello world", vec![15496u32, 995]),
         (" the", vec![262]),
         ("<|endoftext|>", vec![50256]),
-        ("GPT-2 is a language model.", vec![38, 11571, 12, 17, 318, 257, 3303, 2746, 13]),
+        (
+            "GPT-2 is a language model.",
+            vec![38, 11571, 12, 17, 318, 257, 3303, 2746, 13],
+        ),
     ] {
         assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
     }

@@ -93,7 +93,9 @@ pub enum BackendChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The name is not one the zoo knows.
-    #[error("unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu, vulkan, webgpu, cuda")]
+    #[error(
+        "unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu, vulkan, webgpu, cuda"
+    )]
     Unknown(String),
     /// The backend exists but this binary was built without it.
     #[error(
@@ -192,27 +194,25 @@ pub fn run<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, Back
         BackendKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                return Ok(task.run::<burn::backend::Wgpu>(
-                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
-                ));
+                return Ok(
+                    task.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::DefaultDevice)
+                );
             }
             unreachable!("checked by is_compiled")
         }
         BackendKind::Vulkan => {
             #[cfg(feature = "vulkan")]
             {
-                return Ok(task.run::<burn::backend::Vulkan>(
-                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
-                ));
+                return Ok(task
+                    .run::<burn::backend::Vulkan>(burn::backend::wgpu::WgpuDevice::DefaultDevice));
             }
             unreachable!("checked by is_compiled")
         }
         BackendKind::WebGpu => {
             #[cfg(feature = "webgpu")]
             {
-                return Ok(task.run::<burn::backend::WebGpu>(
-                    burn::backend::wgpu::WgpuDevice::DefaultDevice,
-                ));
+                return Ok(task
+                    .run::<burn::backend::WebGpu>(burn::backend::wgpu::WgpuDevice::DefaultDevice));
             }
             unreachable!("checked by is_compiled")
         }
@@ -381,7 +381,10 @@ mod tests {
                 BackendChoice::Named(kind)
             );
         }
-        assert_eq!("auto".parse::<BackendChoice>().unwrap(), BackendChoice::Auto);
+        assert_eq!(
+            "auto".parse::<BackendChoice>().unwrap(),
+            BackendChoice::Auto
+        );
     }
 
     #[test]
@@ -395,7 +398,9 @@ mod tests {
         for kind in BackendKind::ALL {
             if !kind.is_compiled() {
                 let err = run(kind, Probe).unwrap_err();
-                assert!(err.to_string().contains(&format!("--features {}", kind.name())));
+                assert!(err
+                    .to_string()
+                    .contains(&format!("--features {}", kind.name())));
             }
         }
     }

@@ -10,7 +10,10 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for kind in BackendKind::ALL {
         let (available, detail) = if !kind.is_compiled() {
-            (false, format!("not compiled in (rebuild with --features {kind})"))
+            (
+                false,
+                format!("not compiled in (rebuild with --features {kind})"),
+            )
         } else {
             match backends::probe(kind) {
                 Ok(device) => (true, format!("device opened: {device}")),
@@ -28,7 +31,10 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
             .collect();
         return print_json(&json!({ "backends": list }));
     }
-    println!("{:<8} {:<9} {:<10} detail", "backend", "compiled", "available");
+    println!(
+        "{:<8} {:<9} {:<10} detail",
+        "backend", "compiled", "available"
+    );
     for (kind, available, detail) in rows {
         println!(
             "{:<8} {:<9} {:<10} {}",

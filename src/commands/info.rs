@@ -1,8 +1,7 @@
 //! `zoo list` and `zoo info`.
 
 use anyhow::Context as _;
-use burn_zoo::gpt2::{load::read_config, Gpt2Config};
-use burn_zoo::resolve::Family;
+use burn_zoo::resolve::ModelRef;
 use serde_json::json;
 
 use super::{fetch, print_json, resolve_model, Context};
@@ -47,7 +46,11 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
             m.architecture.as_str(),
             m.parameters.map_or("-".into(), human_count),
             m.context_length.map_or("-".into(), |c| c.to_string()),
-            if catalog::is_cached(m, &cache) { "yes" } else { "no" },
+            if catalog::is_cached(m, &cache) {
+                "yes"
+            } else {
+                "no"
+            },
             m.variant
         );
     }
@@ -81,32 +84,73 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
         }
     }
     let model = resolve_model(&args.model)?;
-    match model.family {
-        Family::Gpt2 => {
-            let config: Gpt2Config = read_config(&model.path).context("reading the config")?;
-            let params = config.num_parameters();
-            if ctx.json {
-                return print_json(&json!({
-                    "path": model.path,
-                    "family": "gpt2",
-                    "layers": config.n_layer,
-                    "hidden": config.n_embd,
-                    "heads": config.n_head,
-                    "vocab": config.vocab_size,
-                    "context": config.n_positions,
-                    "parameters": params,
-                }));
-            }
-            println!("model       {}", model.path.display());
-            println!("family      gpt2 (decoder-only, learned positions, pre-LN, {})", config.activation_function);
-            println!("layers      {}", config.n_layer);
-            println!("hidden      {} ({} heads of {})", config.n_embd, config.n_head, config.head_dim());
-            println!("mlp         {}", config.inner_size());
-            println!("vocab       {}", config.vocab_size);
-            println!("context     {}", config.n_positions);
-            println!("parameters  {params} ({:.1}M)", params as f64 / 1e6);
-            println!("fp32        {:.1} MB", params as f64 * 4.0 / 1e6);
-        }
+    let facts = folder_facts(&model)?;
+    if ctx.json {
+        return print_json(&facts);
+    }
+    for (key, value) in facts.as_object().expect("an object") {
+        let shown = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{key:<16} {shown}");
     }
     Ok(())
+}
+
+/// The first of `keys` that `config.json` has.
+fn pick(config: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    keys.iter()
+        .find_map(|k| config.get(*k).filter(|v| !v.is_null()).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A model folder's (or GGUF file's) architecture facts, and its parameters counted from the
+/// checkpoint's tensors (buffers excluded).
+fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
+    if model.path.is_file() {
+        let file = burn_zoo::gguf::GgufFile::open(&model.path)?;
+        let config = burn_zoo::llama::config_from_gguf(&file).map_err(anyhow::Error::msg)?;
+        let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+        return Ok(json!({
+            "path": model.path,
+            "family": "llama (GGUF)",
+            "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size,
+            "heads": config.num_attention_heads,
+            "kv_heads": config.kv_heads(),
+            "vocab": config.vocab_size,
+            "context": config.context_length(),
+            "parameters": params,
+        }));
+    }
+    let text =
+        std::fs::read_to_string(model.path.join("config.json")).context("reading config.json")?;
+    let config: serde_json::Value = serde_json::from_str(&text).context("parsing config.json")?;
+    let weights = burn_zoo::nn::Weights::open(&model.path)?;
+    let is_buffer = |name: &str| {
+        name.ends_with("attn.bias")
+            || name.ends_with("attn.masked_bias")
+            || name.ends_with("position_ids")
+            || name.ends_with("inv_freq")
+    };
+    let params: usize = weights
+        .names()
+        .filter(|n| !is_buffer(n))
+        .map(|n| weights.shape(n).map_or(0, |s| s.iter().product::<usize>()))
+        .sum();
+    Ok(json!({
+        "path": model.path,
+        "family": model.family.name(),
+        "model_type": pick(&config, &["model_type"]),
+        "layers": pick(&config, &["n_layer", "num_hidden_layers", "num_layers"]),
+        "hidden": pick(&config, &["n_embd", "hidden_size"]),
+        "heads": pick(&config, &["n_head", "num_attention_heads"]),
+        "kv_heads": pick(&config, &["num_key_value_heads", "multi_query_group_num", "n_head", "num_attention_heads"]),
+        "vocab": pick(&config, &["vocab_size", "padded_vocab_size"]),
+        "context": pick(&config, &["n_positions", "max_position_embeddings", "seq_length", "max_sequence_length"]),
+        "parameters": params,
+        "fp32_bytes": params * 4,
+        "fp16_bytes": params * 2,
+    }))
 }

@@ -1,6 +1,9 @@
 //! The subcommands of `zoo`, one module per group.
 
 pub mod backends;
+pub mod bert;
+pub mod chat;
+pub mod compare;
 pub mod fetch;
 pub mod info;
 pub mod run;
@@ -44,8 +47,11 @@ pub fn parse_ids(text: &str) -> anyhow::Result<Vec<u32>> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.parse::<u32>()
-                .with_context(|| format!("`{s}` is not a token id (expected non-negative integers separated by commas)"))
+            s.parse::<u32>().with_context(|| {
+                format!(
+                    "`{s}` is not a token id (expected non-negative integers separated by commas)"
+                )
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     if ids.is_empty() {

@@ -131,10 +131,17 @@ fn load(spec: &str) -> anyhow::Result<KeyedVectors> {
 }
 
 fn words(list: &str) -> Vec<&str> {
-    list.split(',').map(str::trim).filter(|w| !w.is_empty()).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
-fn print_neighbors(ctx: &Context, word: Option<&str>, list: &[(String, f32)]) -> anyhow::Result<()> {
+fn print_neighbors(
+    ctx: &Context,
+    word: Option<&str>,
+    list: &[(String, f32)],
+) -> anyhow::Result<()> {
     if ctx.json {
         let mut value = json!({ "neighbors": list });
         if let Some(word) = word {
@@ -153,7 +160,10 @@ pub fn similar(ctx: &Context, args: SimilarArgs) -> anyhow::Result<()> {
     let kv = load(&args.vectors)?;
     let start = Instant::now();
     let list = kv.similar(&args.word, args.top)?;
-    eprintln!("query answered in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "query answered in {:.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
     print_neighbors(ctx, Some(&args.word), &list)
 }
 
@@ -166,8 +176,16 @@ pub fn analogy(ctx: &Context, args: AnalogyArgs) -> anyhow::Result<()> {
         AnalogyMethod::CosAdd
     };
     let start = Instant::now();
-    let list = kv.analogy(&words(&args.positive), &words(&args.negative), args.top, method)?;
-    eprintln!("query answered in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    let list = kv.analogy(
+        &words(&args.positive),
+        &words(&args.negative),
+        args.top,
+        method,
+    )?;
+    eprintln!(
+        "query answered in {:.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
     print_neighbors(ctx, None, &list)
 }
 
@@ -199,7 +217,13 @@ pub fn eval(ctx: &Context, args: EvalArgs) -> anyhow::Result<()> {
         if !ctx.json {
             println!("analogies ({}):", path.display());
             for s in &eval.sections {
-                println!("  {:<32} {:>6.2}%  ({}/{})", s.section, 100.0 * s.accuracy(), s.correct, s.correct + s.incorrect);
+                println!(
+                    "  {:<32} {:>6.2}%  ({}/{})",
+                    s.section,
+                    100.0 * s.accuracy(),
+                    s.correct,
+                    s.correct + s.incorrect
+                );
             }
             println!(
                 "  {:<32} {:>6.2}%  ({}/{}), {:.1}% of questions out of vocabulary",
@@ -234,7 +258,10 @@ pub fn eval(ctx: &Context, args: EvalArgs) -> anyhow::Result<()> {
 /// `zoo train-word2vec`.
 pub fn train(ctx: &Context, args: TrainArgs) -> anyhow::Result<()> {
     if args.out.exists() && !args.force {
-        bail!("{} exists: pass --force to overwrite it", args.out.display());
+        bail!(
+            "{} exists: pass --force to overwrite it",
+            args.out.display()
+        );
     }
     let arch = match args.arch.as_str() {
         "skipgram" | "skip-gram" | "sg" => Architecture::SkipGram,

@@ -23,13 +23,24 @@ pub fn rows(value: &serde_json::Value) -> Vec<Vec<f32>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect()
 }
 
 /// A JSON array of numbers as u32.
 pub fn ids(value: &serde_json::Value) -> Vec<u32> {
-    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Largest absolute difference between two equally shaped row sets.
@@ -47,7 +58,8 @@ pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 /// Runs a task made by `make` on every backend the suite covers (`ZOO_TEST_BACKENDS`, else all
 /// compiled in that open a device).
 pub fn on_every_backend<T: BackendTask<Output = ()>>(make: impl Fn(BackendKind) -> T) {
-    let kinds = backends::test_backends().expect("a backend named in ZOO_TEST_BACKENDS is unusable");
+    let kinds =
+        backends::test_backends().expect("a backend named in ZOO_TEST_BACKENDS is unusable");
     assert!(!kinds.is_empty(), "no backend to test on");
     for kind in kinds {
         eprintln!("[{kind}]");

@@ -60,6 +60,14 @@ pub enum CatalogError {
         /// The sha256 of what arrived.
         actual: String,
     },
+    /// The entry cannot be compared from its config (a tokenizer, or a required fact missing).
+    #[error("cannot compare `{id}`: {reason}")]
+    NotComparable {
+        /// The model id.
+        id: String,
+        /// What is missing or why the entry has no architecture to compare.
+        reason: String,
+    },
     /// The server answered 404.
     #[error("not found (HTTP 404): {url}")]
     NotFound {

@@ -12,6 +12,7 @@
 //! # Ok::<(), zoo_catalog::CatalogError>(())
 //! ```
 
+pub mod compare;
 mod error;
 mod fetch;
 mod schema;

@@ -22,6 +22,17 @@ pub enum GlmError {
     /// The sequence does not fit the cache or the context.
     #[error(transparent)]
     CacheFull(#[from] CacheFull),
+    /// A tokenizer file is unreadable or malformed.
+    #[error("{path}: {reason}")]
+    TokenizerFile {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Text that could not be encoded, or ids that could not be decoded.
+    #[error(transparent)]
+    Tokenizer(#[from] zoo_nn::TokenizerError),
     /// Inputs the model cannot run (bad positions, missing `[gMASK]`/`<sop>`, ids out of range).
     #[error("{0}")]
     Input(String),

@@ -170,7 +170,7 @@ impl GlmHfConfig {
             ));
         }
         let r = self.rotary_dim();
-        if r % 2 != 0 || r > self.head_dim() {
+        if !r.is_multiple_of(2) || r > self.head_dim() {
             return Err(format!(
                 "rotary dim {r} must be even and at most head_dim {}",
                 self.head_dim()

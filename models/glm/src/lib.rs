@@ -7,14 +7,18 @@
 //!   interleaved RoPE on half of each head, RMSNorm, SwiGLU, P-Tuning v2 prefix.
 //! - [`hf`]: GLM-4 as HF `GlmForCausalLM` (partial interleaved rotary, fused `gate_up_proj`).
 //! - [`memory`]: weight and KV-cache memory of a configuration (`zoo info`).
+//! - [`tokenizer`], [`chat`]: the tokenizers of each generation and their chat prompt formats.
 
+pub mod chat;
 pub mod error;
 pub mod hf;
 pub mod memory;
 pub mod rope;
+pub mod tokenizer;
 pub mod v1;
 pub mod v2;
 
+pub use chat::{render_ids, stop_ids, Generation};
 pub use error::GlmError;
 pub use hf::{GlmHf, GlmHfCache, GlmHfConfig};
 pub use v1::{ChatGlmV1, ChatGlmV1Config, PromptLayout, V1Cache};

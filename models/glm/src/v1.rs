@@ -134,13 +134,15 @@ impl ChatGlmV1Config {
                 "position_encoding_2d = false is not supported (ChatGLM-6B uses 2-D)".into(),
             );
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.head_dim() % 4 != 0 {
+        if !self.head_dim().is_multiple_of(4) {
             return Err(format!(
                 "head size {} must be a multiple of 4 for 2-D RoPE",
                 self.head_dim()

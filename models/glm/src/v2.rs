@@ -130,13 +130,13 @@ impl ChatGlmV2Config {
             return Err("only pre-norm residuals with a final norm are supported".into());
         }
         let g = self.kv_heads();
-        if g == 0 || self.num_attention_heads % g != 0 {
+        if g == 0 || !self.num_attention_heads.is_multiple_of(g) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of the {g} key/value groups",
                 self.num_attention_heads
             ));
         }
-        if self.kv_channels % 4 != 0 || self.kv_channels == 0 {
+        if !self.kv_channels.is_multiple_of(4) || self.kv_channels == 0 {
             return Err(format!(
                 "kv_channels {} must be a positive multiple of 4",
                 self.kv_channels

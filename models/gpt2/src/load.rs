@@ -17,8 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::nn::Embedding;
 use burn::module::Param;
+use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
 use zoo_nn::LayerNorm;
@@ -53,7 +53,10 @@ pub fn read_config(dir: &Path) -> Result<Gpt2Config, Gpt2Error> {
 }
 
 /// Loads a GPT-2 model folder onto `device`: every checkpoint tensor is used or the load fails.
-pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt2Config, Gpt2<B>), Gpt2Error> {
+pub fn load<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Gpt2Config, Gpt2<B>), Gpt2Error> {
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
     let model = from_weights(&config, &mut weights, device)?;
@@ -83,11 +86,12 @@ pub fn from_weights<B: Backend>(
         .activation()
         .expect("validated when the config was read");
 
-    let embedding = |w: &mut Weights, name: &str, rows: usize| -> Result<Embedding<B>, WeightError> {
-        Ok(Embedding {
-            weight: Param::from_tensor(w.tensor(name, [rows, d], device)?),
-        })
-    };
+    let embedding =
+        |w: &mut Weights, name: &str, rows: usize| -> Result<Embedding<B>, WeightError> {
+            Ok(Embedding {
+                weight: Param::from_tensor(w.tensor(name, [rows, d], device)?),
+            })
+        };
     let norm = |w: &mut Weights, prefix: &str| -> Result<LayerNorm<B>, WeightError> {
         Ok(LayerNorm::new(
             w.tensor(&format!("{prefix}.weight"), [d], device)?,
@@ -112,15 +116,43 @@ pub fn from_weights<B: Backend>(
         h.push(Block {
             ln_1: norm(weights, &format!("{b}.ln_1"))?,
             attn: Attention {
-                c_attn: weights.linear(&format!("{b}.attn.c_attn"), d, 3 * d, true, LinearLayout::InOut, device)?,
-                c_proj: weights.linear(&format!("{b}.attn.c_proj"), d, d, true, LinearLayout::InOut, device)?,
+                c_attn: weights.linear(
+                    &format!("{b}.attn.c_attn"),
+                    d,
+                    3 * d,
+                    true,
+                    LinearLayout::InOut,
+                    device,
+                )?,
+                c_proj: weights.linear(
+                    &format!("{b}.attn.c_proj"),
+                    d,
+                    d,
+                    true,
+                    LinearLayout::InOut,
+                    device,
+                )?,
                 n_head: config.n_head,
                 scale,
             },
             ln_2: norm(weights, &format!("{b}.ln_2"))?,
             mlp: Mlp {
-                c_fc: weights.linear(&format!("{b}.mlp.c_fc"), d, inner, true, LinearLayout::InOut, device)?,
-                c_proj: weights.linear(&format!("{b}.mlp.c_proj"), inner, d, true, LinearLayout::InOut, device)?,
+                c_fc: weights.linear(
+                    &format!("{b}.mlp.c_fc"),
+                    d,
+                    inner,
+                    true,
+                    LinearLayout::InOut,
+                    device,
+                )?,
+                c_proj: weights.linear(
+                    &format!("{b}.mlp.c_proj"),
+                    inner,
+                    d,
+                    true,
+                    LinearLayout::InOut,
+                    device,
+                )?,
                 act,
             },
         });
@@ -130,7 +162,13 @@ pub fn from_weights<B: Backend>(
         // Some writers store the tied head anyway; it must then equal the embedding.
         if weights.contains("lm_head.weight") {
             let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
-            let emb = wte.weight.val().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+            let emb = wte
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default();
             if head != emb {
                 return Err(WeightError::Inconsistent {
                     name: "lm_head.weight".into(),

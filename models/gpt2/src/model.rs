@@ -7,7 +7,6 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
 use zoo_nn::{Activation, CausalLm, LayerNorm, Logits};
 
-
 /// GPT-2: token + position embeddings, `n_layer` pre-LN blocks, final LayerNorm, LM head.
 #[derive(Module, Debug)]
 pub struct Gpt2<B: Backend> {
@@ -155,9 +154,7 @@ impl<B: Backend> Attention<B> {
         let (q, k, v) = (split(0), split(1), split(2));
         let (k, v) = cache.append(k, v)?;
         let out = attention(q, k, v, mask, self.scale);
-        Ok(self
-            .c_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, d])))
+        Ok(self.c_proj.forward(out.swap_dims(1, 2).reshape([b, t, d])))
     }
 }
 

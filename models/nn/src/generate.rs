@@ -64,7 +64,9 @@ pub enum GenerateError<E: std::error::Error + 'static> {
     #[error("the prompt is empty: give at least one token")]
     EmptyPrompt,
     /// The prompt (plus the tokens asked for) does not fit the context.
-    #[error("prompt of {prompt} tokens + {new} new tokens exceeds the model's context of {context}")]
+    #[error(
+        "prompt of {prompt} tokens + {new} new tokens exceeds the model's context of {context}"
+    )]
     TooLong {
         /// Prompt tokens.
         prompt: usize,

@@ -46,7 +46,11 @@ impl Sampling {
 
     /// Checks the settings; the message says which one is out of range.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.greedy && (self.temperature.is_nan() || self.temperature <= 0.0 || self.temperature.is_infinite()) {
+        if !self.greedy
+            && (self.temperature.is_nan()
+                || self.temperature <= 0.0
+                || self.temperature.is_infinite())
+        {
             return Err(format!(
                 "temperature must be a positive number, got {}",
                 self.temperature
@@ -57,7 +61,10 @@ impl Sampling {
                 return Err(format!("top-p must be in (0, 1], got {p}"));
             }
         }
-        if self.repeat_penalty.is_nan() || self.repeat_penalty <= 0.0 || self.repeat_penalty.is_infinite() {
+        if self.repeat_penalty.is_nan()
+            || self.repeat_penalty <= 0.0
+            || self.repeat_penalty.is_infinite()
+        {
             return Err(format!(
                 "repetition penalty must be a positive number, got {}",
                 self.repeat_penalty

@@ -296,12 +296,11 @@ impl Weights {
     }
 
     fn add_pytorch(&mut self, path: &Path) -> Result<(), WeightError> {
-        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| {
-            WeightError::Pytorch {
+        let reader =
+            burn_store::pytorch::PytorchReader::new(path).map_err(|e| WeightError::Pytorch {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         for (name, snapshot) in reader.into_tensors() {
             let data = snapshot.to_data().map_err(|e| WeightError::Pytorch {
                 path: path.to_path_buf(),
@@ -401,7 +400,10 @@ impl Weights {
                 out[c * rows + r] = values[r * cols + c];
             }
         }
-        Ok(Tensor::from_data(TensorData::new(out, [cols, rows]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(out, [cols, rows]),
+            device,
+        ))
     }
 
     /// Builds a Burn `Linear` from `{prefix}.weight` / `{prefix}.bias`.

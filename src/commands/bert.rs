@@ -1,0 +1,245 @@
+//! `zoo embed`, `zoo similarity`, `zoo fill-mask`: the BERT family.
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use anyhow::bail;
+use burn::tensor::backend::Backend;
+use burn_zoo::backends::{self, BackendTask};
+use burn_zoo::bert::SentenceEncoder;
+use burn_zoo::resolve::{Family, ModelRef};
+use serde_json::json;
+
+use super::{print_json, resolve_model, Context};
+
+/// Arguments of `zoo embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// A catalog id or a BERT / sentence-transformers folder.
+    pub model: String,
+    /// Texts to embed; none: one text per line from stdin.
+    pub texts: Vec<String>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Fail instead of truncating texts longer than the model's maximum.
+    #[arg(long)]
+    pub no_truncate: bool,
+}
+
+/// Arguments of `zoo similarity`.
+#[derive(Debug, clap::Args)]
+pub struct SimilarityArgs {
+    /// A catalog id or a BERT / sentence-transformers folder.
+    pub model: String,
+    /// Two or more texts.
+    #[arg(num_args = 2.., required = true)]
+    pub texts: Vec<String>,
+}
+
+/// Arguments of `zoo fill-mask`.
+#[derive(Debug, clap::Args)]
+pub struct FillMaskArgs {
+    /// A catalog id or a BERT masked-LM folder.
+    pub model: String,
+    /// Text with one or more [MASK] tokens.
+    pub text: String,
+    /// Candidates per mask.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+fn bert_model(spec: &str) -> anyhow::Result<ModelRef> {
+    let model = resolve_model(spec)?;
+    if model.family != Family::Bert {
+        bail!(
+            "{spec} is a {} model; this command needs a BERT encoder",
+            model.family.name()
+        );
+    }
+    Ok(model)
+}
+
+enum Job {
+    Embed {
+        texts: Vec<String>,
+        batch: usize,
+        truncate: bool,
+    },
+    FillMask {
+        text: String,
+        top: usize,
+    },
+}
+
+struct BertTask {
+    model: ModelRef,
+    job: Job,
+}
+
+enum BertOut {
+    Embeddings(Vec<Vec<f32>>, Vec<bool>, f64),
+    Masks(Vec<Vec<burn_zoo::bert::Candidate>>),
+}
+
+impl BackendTask for BertTask {
+    type Output = anyhow::Result<BertOut>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let encoder = SentenceEncoder::<B>::load(&self.model.path, &device)?;
+        match self.job {
+            Job::Embed {
+                texts,
+                batch,
+                truncate,
+            } => {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let start = Instant::now();
+                let out = encoder.embed_detailed(&refs, batch.max(1), truncate)?;
+                Ok(BertOut::Embeddings(
+                    out.vectors,
+                    out.truncated,
+                    start.elapsed().as_secs_f64(),
+                ))
+            }
+            Job::FillMask { text, top } => Ok(BertOut::Masks(encoder.fill_masks(&text, top)?)),
+        }
+    }
+}
+
+fn embed_texts(
+    ctx: &Context,
+    model: ModelRef,
+    texts: Vec<String>,
+    batch: usize,
+    truncate: bool,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let kind = ctx.backend()?;
+    let n = texts.len();
+    let out = backends::run(
+        kind,
+        BertTask {
+            model,
+            job: Job::Embed {
+                texts,
+                batch,
+                truncate,
+            },
+        },
+    )??;
+    let BertOut::Embeddings(vectors, truncated, secs) = out else {
+        unreachable!("an embed job returns embeddings")
+    };
+    for (i, t) in truncated.iter().enumerate() {
+        if *t {
+            eprintln!(
+                "warning: text {} was truncated to the model's maximum length",
+                i + 1
+            );
+        }
+    }
+    eprintln!(
+        "[{kind}] {n} texts in {secs:.3}s ({:.1} texts/s)",
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(vectors)
+}
+
+/// `zoo embed`.
+pub fn embed(ctx: &Context, args: EmbedArgs) -> anyhow::Result<()> {
+    let model = bert_model(&args.model)?;
+    let texts = if args.texts.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        args.texts
+    };
+    if texts.is_empty() {
+        bail!("no texts: give them as arguments or one per line on stdin");
+    }
+    let vectors = embed_texts(ctx, model, texts, args.batch_size, !args.no_truncate)?;
+    if ctx.json {
+        return print_json(&json!({ "embeddings": vectors }));
+    }
+    for v in &vectors {
+        let shown: Vec<String> = v.iter().take(8).map(|x| format!("{x:.5}")).collect();
+        println!("[{} ...] ({} dims)", shown.join(", "), v.len());
+    }
+    Ok(())
+}
+
+/// `zoo similarity`: cosine similarity of every pair of texts.
+pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
+    let model = bert_model(&args.model)?;
+    let vectors = embed_texts(ctx, model, args.texts.clone(), 32, true)?;
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb).max(1e-12)
+    };
+    let n = vectors.len();
+    let matrix: Vec<Vec<f32>> = (0..n)
+        .map(|i| (0..n).map(|j| cos(&vectors[i], &vectors[j])).collect())
+        .collect();
+    if ctx.json {
+        return print_json(&json!({ "texts": args.texts, "similarity": matrix }));
+    }
+    for (i, text) in args.texts.iter().enumerate() {
+        println!("[{}] {text}", i + 1);
+    }
+    print!("{:>6}", "");
+    for j in 0..n {
+        print!("{:>8}", format!("[{}]", j + 1));
+    }
+    println!();
+    for (i, row) in matrix.iter().enumerate() {
+        print!("{:>6}", format!("[{}]", i + 1));
+        for v in row {
+            print!("{v:>8.4}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// `zoo fill-mask`.
+pub fn fill_mask(ctx: &Context, args: FillMaskArgs) -> anyhow::Result<()> {
+    let model = bert_model(&args.model)?;
+    let kind = ctx.backend()?;
+    let out = backends::run(
+        kind,
+        BertTask {
+            model,
+            job: Job::FillMask {
+                text: args.text.clone(),
+                top: args.top,
+            },
+        },
+    )??;
+    let BertOut::Masks(masks) = out else {
+        unreachable!("a fill-mask job returns candidates")
+    };
+    if ctx.json {
+        let list: Vec<_> = masks
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|c| json!({"token": c.token, "id": c.id, "score": c.prob}))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        return print_json(&json!({ "masks": list }));
+    }
+    for (i, candidates) in masks.iter().enumerate() {
+        if masks.len() > 1 {
+            println!("[MASK] #{}", i + 1);
+        }
+        for c in candidates {
+            println!("{:>8.4}  {}", c.prob, c.token);
+        }
+    }
+    Ok(())
+}
