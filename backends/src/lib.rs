@@ -228,6 +228,65 @@ pub fn run<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, Back
     output
 }
 
+/// Code generic over a backend with automatic differentiation (training), run by
+/// [`run_autodiff`] on `Autodiff<B>` for the backend the user picked.
+#[cfg(feature = "autodiff")]
+pub trait AutodiffTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on the autodiff backend `B` and its device.
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on `Autodiff<kind>`, or says why it cannot.
+#[cfg(feature = "autodiff")]
+#[allow(unused_variables, unreachable_code)]
+pub fn run_autodiff<T: AutodiffTask>(
+    kind: BackendKind,
+    task: T,
+) -> Result<T::Output, BackendError> {
+    use burn::backend::Autodiff;
+    if !kind.is_compiled() {
+        return Err(BackendError::NotCompiled {
+            name: kind.name(),
+            compiled: compiled_list(),
+        });
+    }
+    match kind {
+        BackendKind::Flex => {
+            #[cfg(feature = "flex")]
+            return Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default()));
+        }
+        BackendKind::NdArray => {
+            #[cfg(feature = "ndarray")]
+            return Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default()));
+        }
+        BackendKind::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return Ok(task.run::<Autodiff<burn::backend::Wgpu>>(
+                burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            ));
+        }
+        BackendKind::Vulkan => {
+            #[cfg(feature = "vulkan")]
+            return Ok(task.run::<Autodiff<burn::backend::Vulkan>>(
+                burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            ));
+        }
+        BackendKind::WebGpu => {
+            #[cfg(feature = "webgpu")]
+            return Ok(task.run::<Autodiff<burn::backend::WebGpu>>(
+                burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            ));
+        }
+        BackendKind::Cuda => {
+            #[cfg(feature = "cuda")]
+            return Ok(task.run::<Autodiff<burn::backend::Cuda>>(Default::default()));
+        }
+    }
+    unreachable!("checked by is_compiled")
+}
+
 /// Adds 1 + 2 on the device and reads the answer back: the cheapest proof a device works.
 struct Probe;
 

@@ -76,10 +76,77 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
             let cache = fetch::cache_dir()?;
             let mut value = serde_json::to_value(entry)?;
             value["cached"] = json!(catalog::is_cached(entry, &cache));
+            // Sizes computed from the config alone (no weights needed).
+            let sizes = catalog::compare::compare(entry).ok();
+            if let Some(c) = &sizes {
+                value["computed"] = json!({
+                    "parameters": c.parameters,
+                    "weight_bytes": c.weight_bytes,
+                    "kv_bytes_per_token_fp16": c.kv_bytes_per_token,
+                    "kv_bytes_full_context_fp16": c.kv_bytes_full_context,
+                    "flops_per_token": c.flops_per_token,
+                });
+            }
             if ctx.json {
                 return print_json(&value);
             }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!(
+                "{}  ({}, {})",
+                entry.id,
+                entry.architecture.as_str(),
+                entry.license
+            );
+            println!("{}", entry.variant);
+            if let Some(notes) = &entry.notes {
+                println!("{notes}");
+            }
+            if let Some(c) = &sizes {
+                let gb = |b: u64| b as f64 / 1e9;
+                println!();
+                println!("parameters   {} (counted from the config)", c.parameters);
+                println!(
+                    "layers       {}",
+                    c.layers.map_or("-".into(), |l| l.to_string())
+                );
+                println!("hidden       {}", c.hidden);
+                if let (Some(h), Some(kv)) = (c.heads, c.kv_heads) {
+                    println!("heads        {h} ({kv} key/value)");
+                }
+                println!("vocabulary   {}", c.vocab);
+                println!(
+                    "context      {}",
+                    c.context.map_or("-".into(), |l| l.to_string())
+                );
+                println!("positions    {}", c.positional);
+                let w = &c.weight_bytes;
+                println!(
+                    "weights      fp32 {:.2} GB, fp16 {:.2} GB, int8 {:.2} GB, int4 {:.2} GB",
+                    gb(w.fp32),
+                    gb(w.fp16),
+                    gb(w.int8),
+                    gb(w.int4)
+                );
+                if let (Some(per), Some(full)) = (c.kv_bytes_per_token, c.kv_bytes_full_context) {
+                    println!(
+                        "KV cache     {:.1} KiB per token (fp16), {:.2} GB at full context",
+                        per as f64 / 1024.0,
+                        gb(full)
+                    );
+                }
+            }
+            println!();
+            println!("template     {}", entry.template);
+            for source in &entry.sources {
+                println!("source       {}", source.describe());
+            }
+            println!(
+                "cached       {}",
+                if catalog::is_cached(entry, &cache) {
+                    "yes"
+                } else {
+                    "no (zoo fetch fetches it)"
+                }
+            );
             return Ok(());
         }
     }

@@ -1,6 +1,7 @@
 //! The subcommands of `zoo`, one module per group.
 
 pub mod backends;
+pub mod bench;
 pub mod bert;
 pub mod chat;
 pub mod compare;

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p zoo-bert --features zoo-bert/flex --example bert_bench -- /work/cache/minilm [ROUNDS]
 //! ```
-//! Compare with `python tests/fixtures/bert_bench_torch.py /work/cache/minilm` (2 threads).
+//! Compare with `python tests/bench/bert_bench_torch.py /work/cache/minilm` (2 threads).
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -29,12 +29,16 @@ pub enum TokenizerError {
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// Vocabulary size with added tokens (`tokenizers` rebuilds the whole vocabulary map to
+    /// answer this, so it is computed once).
+    vocab_size: usize,
 }
 
 impl TextTokenizer {
     /// Wraps an already built tokenizer.
     pub fn new(inner: Tokenizer) -> Self {
-        Self { inner }
+        let vocab_size = inner.get_vocab_size(true);
+        Self { inner, vocab_size }
     }
 
     /// Finds the tokenizer in a model folder: `tokenizer.json`, else `vocab.json` +
@@ -104,7 +108,7 @@ impl TextTokenizer {
 
     /// Ids to text; special tokens are kept unless `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        let vocab = self.inner.get_vocab_size(true) as u32;
+        let vocab = self.vocab_size as u32;
         if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
             return Err(TokenizerError::Decode(format!(
                 "id {bad} is outside the vocabulary of {vocab} tokens"
@@ -122,7 +126,7 @@ impl TextTokenizer {
 
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 }
 

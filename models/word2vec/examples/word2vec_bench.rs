@@ -1,5 +1,5 @@
 //! Training speed and quality of the CPU trainer, to compare with
-//! tests/fixtures/word2vec_bench_gensim.py (same corpus and settings).
+//! tests/bench/word2vec_bench_gensim.py (same corpus and settings).
 //!
 //! cargo run --release -p zoo-word2vec --example word2vec_bench -- CORPUS [REPEAT=10] [THREADS=2] [QUESTIONS] [WORDSIM]
 
