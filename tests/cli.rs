@@ -3,42 +3,17 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
-
-fn zoo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args(args)
-        .env_remove("ZOO_BACKEND")
-        .output()
-        .expect("run zoo")
-}
-
-fn stdout_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "zoo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
-}
 
 fn fixture(name: &str) -> String {
     fixtures().join("gpt2").join(name).display().to_string()
 }
 
-fn backends_under_test() -> Vec<String> {
-    burn_zoo::backends::test_backends()
-        .unwrap()
-        .into_iter()
-        .map(|k| k.name().to_string())
-        .collect()
-}
-
 #[test]
 fn forward_json_matches_transformers_logits() {
-    for backend in backends_under_test() {
+    for backend in backend_names() {
         for name in ["tiny-a", "tiny-b"] {
             let reference = json(&fixtures().join("gpt2").join(name).join("reference.json"));
             let prompt: Vec<String> = ids(&reference["prompt"])
@@ -70,7 +45,7 @@ fn forward_json_matches_transformers_logits() {
 
 #[test]
 fn generate_json_gives_transformers_greedy_tokens_and_text() {
-    for backend in backends_under_test() {
+    for backend in backend_names() {
         let reference = json(&fixtures().join("gpt2/tiny-a/reference.json"));
         let prompt: Vec<String> = ids(&reference["prompt"])
             .iter()
@@ -108,7 +83,7 @@ fn generate_streams_prompt_and_continuation() {
         "--max-new-tokens",
         "5",
         "--backend",
-        &backends_under_test()[0],
+        &backend_names()[0],
     ]);
     assert!(
         out.status.success(),

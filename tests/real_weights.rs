@@ -5,26 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
 use common::*;
-
-fn zoo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoo"))
-        .args(args)
-        .env_remove("ZOO_BACKEND")
-        .output()
-        .expect("run zoo")
-}
-
-fn ok_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "zoo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
-}
 
 fn env_path(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -36,21 +17,13 @@ fn env_path(name: &str) -> Option<String> {
     }
 }
 
-fn backends() -> Vec<String> {
-    burn_zoo::backends::test_backends()
-        .unwrap()
-        .into_iter()
-        .map(|k| k.name().to_string())
-        .collect()
-}
-
 #[test]
 fn smollm2_answers_paris() {
     let Some(gguf) = env_path("ZOO_SMOLLM2_GGUF") else {
         return;
     };
-    for backend in backends() {
-        let value = ok_json(&zoo(&[
+    for backend in backend_names() {
+        let value = stdout_json(&zoo(&[
             "chat",
             &gguf,
             "--message",
@@ -85,8 +58,8 @@ fn minilm_embedding_matches_sentence_transformers() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    for backend in backends() {
-        let value = ok_json(&zoo(&[
+    for backend in backend_names() {
+        let value = stdout_json(&zoo(&[
             "embed",
             &dir,
             sentence,
@@ -108,7 +81,7 @@ fn glove_king_minus_man_plus_woman_is_queen() {
     let Some(dir) = env_path("ZOO_GLOVE_6B_DIR") else {
         return;
     };
-    let value = ok_json(&zoo(&[
+    let value = stdout_json(&zoo(&[
         "analogy",
         &dir,
         "--positive",
@@ -120,7 +93,7 @@ fn glove_king_minus_man_plus_woman_is_queen() {
         "--json",
     ]));
     assert_eq!(value["neighbors"][0][0], "queen", "{value}");
-    let value = ok_json(&zoo(&["similar", &dir, "cat", "--top", "5", "--json"]));
+    let value = stdout_json(&zoo(&["similar", &dir, "cat", "--top", "5", "--json"]));
     assert_eq!(value["word"], "cat");
     let dog = value["neighbors"]
         .as_array()

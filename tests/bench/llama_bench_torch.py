@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch side of `zoo bench` for a LLaMA-family GGUF (run by hand, not by CI).
 
-transformers dequantises the GGUF to fp32, the same weights the zoo runs; the prompt is the same
+transformers (with accelerate==1.15.0 installed) dequantises the GGUF to fp32, the same weights the zoo runs; the prompt is the same
 pseudo-random ids `zoo bench` uses, decoding is greedy with the KV cache. Prints JSON with the
 median and spread of prefill and decode tokens/s over --runs runs after one warm-up.
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use burn_zoo::backends::{self, BackendKind, BackendTask};
 
@@ -73,4 +74,32 @@ pub fn cpu_backend() -> BackendKind {
         .into_iter()
         .find(|k| k.is_compiled())
         .expect("a CPU backend (flex or ndarray) is compiled in")
+}
+
+/// Runs the `zoo` binary built for this test run (`ZOO_BACKEND` cleared).
+pub fn zoo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args(args)
+        .env_remove("ZOO_BACKEND")
+        .output()
+        .expect("run zoo")
+}
+
+/// The JSON a successful `zoo … --json` printed.
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "zoo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
+}
+
+/// The names of the backends under test.
+pub fn backend_names() -> Vec<String> {
+    backends::test_backends()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name().to_string())
+        .collect()
 }
