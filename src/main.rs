@@ -53,6 +53,9 @@ enum Command {
     Similarity(commands::bert::SimilarityArgs),
     /// Masked-token prediction (BERT).
     FillMask(commands::bert::FillMaskArgs),
+    /// Internal: measure one model on one backend as JSON (the child of `compare --measure`).
+    #[command(name = "__measure", hide = true)]
+    Measure(commands::compare::MeasureOneArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
     TrainWord2vec(commands::word2vec::TrainArgs),
     /// Nearest words by cosine similarity.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::bert::embed(&ctx, args),
         Command::Similarity(args) => commands::bert::similarity(&ctx, args),
         Command::FillMask(args) => commands::bert::fill_mask(&ctx, args),
+        Command::Measure(args) => commands::compare::measure_one(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),
         Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),

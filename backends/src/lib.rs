@@ -245,6 +245,7 @@ pub fn run_autodiff<T: AutodiffTask>(
     kind: BackendKind,
     task: T,
 ) -> Result<T::Output, BackendError> {
+    #[allow(unused_imports)]
     use burn::backend::Autodiff;
     if !kind.is_compiled() {
         return Err(BackendError::NotCompiled {

@@ -34,7 +34,7 @@ pub struct BenchArgs {
 }
 
 /// Median, minimum and maximum of some measurements.
-fn spread(values: &[f64]) -> serde_json::Value {
+pub(crate) fn spread(values: &[f64]) -> serde_json::Value {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let median = if v.is_empty() {
@@ -53,7 +53,7 @@ fn spread(values: &[f64]) -> serde_json::Value {
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux; 0 elsewhere).
-fn peak_rss_bytes() -> u64 {
+pub(crate) fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -119,27 +119,17 @@ impl BackendTask for BenchTask {
         if self.model.family == Family::Bert {
             let encoder = SentenceEncoder::<B>::load(&self.model.path, &device)?;
             let load_secs = start.elapsed().as_secs_f64();
-            // Sentences of about prompt_len word pieces each.
-            let sentence =
-                "the quick brown fox jumps over the lazy dog ".repeat(self.args.prompt_len / 9 + 1);
-            let words: Vec<&str> = sentence
-                .split_whitespace()
-                .take(self.args.prompt_len.max(1))
-                .collect();
-            let text = words.join(" ");
-            let texts: Vec<&str> = vec![text.as_str(); self.args.batch.max(1)];
-            encoder.embed(&texts, texts.len())?; // warm-up
-            let mut rates = Vec::new();
-            for _ in 0..self.args.runs {
-                let t = Instant::now();
-                encoder.embed(&texts, texts.len())?;
-                rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
-            }
+            let (rates, words) = bert_rates(
+                &encoder,
+                self.args.prompt_len,
+                self.args.batch,
+                self.args.runs,
+            )?;
             return Ok(json!({
                 "model": self.model.path,
                 "load_secs": load_secs,
-                "batch": texts.len(),
-                "words_per_sentence": words.len(),
+                "batch": self.args.batch.max(1),
+                "words_per_sentence": words,
                 "sentences": spread(&rates),
             }));
         }
@@ -167,24 +157,7 @@ impl LmVisitor for (BenchTask, Instant) {
                 model.max_positions()
             );
         }
-        // A fixed pseudo-random prompt of ordinary token ids; greedy, no stop ids: every run
-        // does exactly the same work.
-        let vocab = model.vocab_size() as u64;
-        let prompt: Vec<u32> = (0..args.prompt_len as u64)
-            .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.min(30_000)) as u32)
-            .collect();
-        let greedy = Sampling::greedy();
-        let none: Option<fn(&str) -> anyhow::Result<()>> = None;
-        run_generation(model, &prompt, args.gen_len, &greedy, &[], None, none)?;
-        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-        for _ in 0..args.runs {
-            let (_, stats) =
-                run_generation(model, &prompt, args.gen_len, &greedy, &[], None, none)?;
-            prefill.push(stats.prefill_rate());
-            if args.gen_len > 1 {
-                decode.push(stats.decode_rate());
-            }
-        }
+        let (prefill, decode) = causal_rates(model, args.prompt_len, args.gen_len, args.runs)?;
         Ok(json!({
             "model": task.model.path,
             "load_secs": load_secs,
@@ -194,4 +167,55 @@ impl LmVisitor for (BenchTask, Instant) {
             "decode": if decode.is_empty() { serde_json::Value::Null } else { spread(&decode) },
         }))
     }
+}
+
+/// Sentences/s of `runs` timed batches of `batch` sentences of about `words` words each,
+/// after one warm-up batch; also returns the words per sentence.
+pub(crate) fn bert_rates<B: Backend>(
+    encoder: &SentenceEncoder<B>,
+    words: usize,
+    batch: usize,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let sentence = "the quick brown fox jumps over the lazy dog ".repeat(words / 9 + 1);
+    let words: Vec<&str> = sentence.split_whitespace().take(words.max(1)).collect();
+    let text = words.join(" ");
+    let texts: Vec<&str> = vec![text.as_str(); batch.max(1)];
+    encoder.embed(&texts, texts.len())?; // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        encoder.embed(&texts, texts.len())?;
+        rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((rates, words.len()))
+}
+
+/// Prefill and decode tokens/s of `runs` greedy generations of `gen_len` tokens after a fixed
+/// pseudo-random prompt of `prompt_len` ids, after one warm-up run (decode empty when
+/// `gen_len < 2`).
+pub(crate) fn causal_rates<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompt_len: usize,
+    gen_len: usize,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    // A fixed pseudo-random prompt of ordinary token ids; greedy, no stop ids: every run
+    // does exactly the same work.
+    let vocab = model.vocab_size() as u64;
+    let prompt: Vec<u32> = (0..prompt_len as u64)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.min(30_000)) as u32)
+        .collect();
+    let greedy = Sampling::greedy();
+    let none: Option<fn(&str) -> anyhow::Result<()>> = None;
+    run_generation(model, &prompt, gen_len, &greedy, &[], None, none)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (_, stats) = run_generation(model, &prompt, gen_len, &greedy, &[], None, none)?;
+        prefill.push(stats.prefill_rate());
+        if gen_len > 1 {
+            decode.push(stats.decode_rate());
+        }
+    }
+    Ok((prefill, decode))
 }

@@ -11,7 +11,7 @@ use burn_zoo::nn::{CausalLm, Sampling, TextTokenizer};
 use burn_zoo::resolve::ModelRef;
 use serde_json::json;
 
-use super::run::{run_generation, with_causal_lm, LmExtras, LmVisitor};
+use super::run::{run_generation, with_causal_lm, LmExtras, LmVisitor, SamplingArgs};
 use super::{fetch, print_json, resolve_model, Context};
 
 /// Arguments of `zoo chat`.
@@ -32,21 +32,9 @@ pub struct ChatArgs {
     /// Tokens per reply at most.
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
-    /// Sample with this temperature (default: greedy).
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling threshold (with --temperature).
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    /// Top-k sampling (with --temperature).
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Repetition penalty (1.0: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Random seed.
-    #[arg(long, default_value_t = 299792458)]
-    pub seed: u64,
+    /// Sampling (greedy unless --temperature, --top-k or --top-p is given).
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// `zoo chat`.
@@ -61,15 +49,7 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
         Some(name) => Some(Template::named(name)?),
         None => None,
     };
-    let sampling = Sampling {
-        greedy: args.temperature.is_none(),
-        temperature: args.temperature.unwrap_or(1.0),
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repeat_penalty: args.repeat_penalty,
-        seed: args.seed,
-    };
-    sampling.validate().map_err(anyhow::Error::msg)?;
+    let sampling = args.sampling.sampling(false)?;
     if ctx.json && args.message.is_none() {
         bail!("--json needs --message (one turn)");
     }

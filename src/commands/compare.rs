@@ -1,4 +1,8 @@
-//! `zoo compare`: architectures side by side from their catalog configs (no weights needed).
+//! `zoo compare`: architectures side by side from their catalog configs (no weights needed),
+//! and with `--measure` on their downloaded weights: speed, peak memory and perplexity.
+
+mod measure;
+mod speed_svg;
 
 use std::path::PathBuf;
 
@@ -7,10 +11,13 @@ use burn_zoo::catalog::compare::{self, Comparison};
 
 use super::{fetch, print_json, Context};
 
+pub use measure::{measure_one, MeasureOneArgs, MeasureSettings};
+
 /// Arguments of `zoo compare`.
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// Catalog ids to put side by side (see `zoo list`).
+    /// Catalog ids to put side by side (see `zoo list`); with --measure also model folders
+    /// and .gguf files.
     #[arg(required = true)]
     pub models: Vec<String>,
     /// Print a Markdown table with footnotes stating the formulas.
@@ -22,13 +29,48 @@ pub struct CompareArgs {
     /// Right end of the plot's context axis in tokens (0: the largest context of the models).
     #[arg(long, default_value_t = 0)]
     pub plot_max_context: usize,
-    /// Overwrite the --plot file if it exists.
+    /// Overwrite the --plot / --plot-speed file if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Measure each model on its weights (cached or a local path; never downloads), each in a
+    /// child process per backend: load time, prefill/decode tokens/s or sentences/s, peak
+    /// memory; with --text also perplexity. `--backend` may list several: `flex,ndarray`.
+    #[arg(long)]
+    pub measure: bool,
+    /// With --measure: a text file to score (perplexity of causal models, pseudo-perplexity of
+    /// BERT masked LMs).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// With --measure: write an SVG bar chart of decode tokens/s per model and backend here.
+    #[arg(long)]
+    pub plot_speed: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: MeasureSettings,
 }
 
-/// `zoo compare MODEL…`: parameters, FLOPs, weight and KV-cache memory from the configs alone.
+/// Refuses to overwrite `path` without `--force`.
+fn check_overwrite(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists: pass --force to overwrite it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `zoo compare MODEL…`: parameters, FLOPs, weight and KV-cache memory from the configs alone;
+/// with `--measure`, also measured on the weights.
 pub fn compare(ctx: &Context, args: CompareArgs) -> anyhow::Result<()> {
+    if args.measure {
+        return measure::compare_measured(ctx, &args);
+    }
+    if args.plot_speed.is_some() {
+        bail!("--plot-speed plots measured speed: add --measure");
+    }
+    if args.text.is_some() {
+        bail!("--text is scored only when measuring: add --measure");
+    }
     let catalog = fetch::catalog()?;
     let models: Vec<Comparison> = args
         .models
@@ -40,12 +82,7 @@ pub fn compare(ctx: &Context, args: CompareArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     if let Some(path) = &args.plot {
-        if path.exists() && !args.force {
-            bail!(
-                "{} already exists: pass --force to overwrite it",
-                path.display()
-            );
-        }
+        check_overwrite(path, args.force)?;
         let svg = compare::memory_svg(&models, args.plot_max_context);
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());

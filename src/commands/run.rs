@@ -35,6 +35,49 @@ pub struct ForwardArgs {
     pub attention_mask: Option<String>,
 }
 
+/// The sampling flags of `zoo generate` and `zoo chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Always take the most likely token.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature (generate: 1.0 by default; chat: greedy unless a sampling flag is
+    /// given).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Penalise tokens already in the sequence (1.0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 299792458)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The checked settings; `sample_by_default` says whether no flag at all means sampling
+    /// (generate) or greedy decoding (chat).
+    pub fn sampling(&self, sample_by_default: bool) -> anyhow::Result<Sampling> {
+        let asked_to_sample =
+            self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        let sampling = Sampling {
+            greedy: self.greedy || !(sample_by_default || asked_to_sample),
+            temperature: self.temperature.unwrap_or(1.0),
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+        };
+        sampling.validate().map_err(anyhow::Error::msg)?;
+        Ok(sampling)
+    }
+}
+
 /// Arguments of `zoo generate`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -49,24 +92,9 @@ pub struct GenerateArgs {
     /// Tokens to generate at most.
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// Always take the most likely token.
-    #[arg(long)]
-    pub greedy: bool,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    /// Keep only the k most likely tokens.
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    /// Penalise tokens already in the sequence (1.0: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = 299792458)]
-    pub seed: u64,
+    /// Sampling (samples at temperature 1.0 unless --greedy).
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Do not stop at the model's end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -328,15 +356,7 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
         (Some(text), None) => Prompt::Text(text.clone()),
         (None, None) => bail!("give --prompt TEXT or --ids 1,2,3"),
     };
-    let sampling = Sampling {
-        greedy: args.greedy,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repeat_penalty: args.repeat_penalty,
-        seed: args.seed,
-    };
-    sampling.validate().map_err(anyhow::Error::msg)?;
+    let sampling = args.sampling.sampling(true)?;
     let kind = ctx.backend()?;
     let task = GenerateTask {
         model,

@@ -29,9 +29,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
+use zoo_nn::Dense;
 use zoo_nn::LayerNorm;
 
 use crate::model::{Attention, Bert, Embeddings, Layer, MlmHead};
@@ -152,8 +153,8 @@ pub fn from_weights<B: Backend>(
                   prefix: &str,
                   d_in: usize,
                   d_out: usize|
-     -> Result<Linear<B>, WeightError> {
-        w.linear(prefix, d_in, d_out, true, LinearLayout::OutIn, device)
+     -> Result<Dense<B>, WeightError> {
+        w.dense(prefix, d_in, d_out, true, LinearLayout::OutIn, device)
     };
 
     let e = format!("{p}embeddings");
@@ -221,25 +222,11 @@ pub fn from_weights<B: Backend>(
         }
         let decoder_name = "cls.predictions.decoder.weight";
         let decoder = if config.tie_word_embeddings {
-            if weights.contains(decoder_name) {
-                let stored = weights.take_f32(decoder_name, &[vocab, d])?;
-                let emb = embeddings
-                    .word_embeddings
-                    .weight
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default();
-                if stored != emb {
-                    return Err(WeightError::Inconsistent {
-                        name: decoder_name.into(),
-                        reason:
-                            "tie_word_embeddings is true but it differs from the word embedding"
-                                .into(),
-                    });
-                }
-            }
+            weights.take_tied(
+                decoder_name,
+                &format!("{p}embeddings.word_embeddings.weight"),
+                &[vocab, d],
+            )?;
             None
         } else {
             Some(Param::from_tensor(weights.tensor_transposed::<B>(

@@ -3,11 +3,11 @@
 //! becomes `layer_norm` and `self` becomes `self_attn`), so `load.rs` is a short table.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use zoo_nn::attention::attention;
-use zoo_nn::{Activation, LayerNorm};
+use zoo_nn::{Activation, Dense, LayerNorm};
 
 /// BERT: embeddings, a stack of post-LN encoder layers, and optional pooler / MLM heads.
 #[derive(Module, Debug)]
@@ -17,7 +17,7 @@ pub struct Bert<B: Backend> {
     /// The encoder layers (`encoder.layer.{i}`).
     pub layers: Vec<Layer<B>>,
     /// `tanh(dense(hidden[:, 0]))`, when the checkpoint has one.
-    pub pooler: Option<Linear<B>>,
+    pub pooler: Option<Dense<B>>,
     /// The masked-language-model head (`cls.predictions`), when the checkpoint has one.
     pub cls: Option<MlmHead<B>>,
 }
@@ -40,10 +40,10 @@ pub struct Embeddings<B: Backend> {
 pub struct Layer<B: Backend> {
     /// Self-attention and its output projection + norm.
     pub attention: Attention<B>,
-    /// First feed-forward projection, `[d, intermediate]`.
-    pub intermediate: Linear<B>,
-    /// Second feed-forward projection, `[intermediate, d]`.
-    pub output: Linear<B>,
+    /// First feed-forward projection, `[intermediate, d]` (`[out, in]`).
+    pub intermediate: Dense<B>,
+    /// Second feed-forward projection, `[d, intermediate]` (`[out, in]`).
+    pub output: Dense<B>,
     /// Norm after the feed-forward residual (`output.LayerNorm`).
     pub output_norm: LayerNorm<B>,
     /// Feed-forward activation.
@@ -55,13 +55,13 @@ pub struct Layer<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `self.query`, `[d, d]`.
-    pub query: Linear<B>,
+    pub query: Dense<B>,
     /// `self.key`, `[d, d]`.
-    pub key: Linear<B>,
+    pub key: Dense<B>,
     /// `self.value`, `[d, d]`.
-    pub value: Linear<B>,
+    pub value: Dense<B>,
     /// `output.dense`, `[d, d]`.
-    pub dense: Linear<B>,
+    pub dense: Dense<B>,
     /// `output.LayerNorm`, after the attention residual.
     pub layer_norm: LayerNorm<B>,
     /// Heads.
@@ -72,7 +72,7 @@ pub struct Attention<B: Backend> {
 #[derive(Module, Debug)]
 pub struct MlmHead<B: Backend> {
     /// `transform.dense`, `[d, d]`.
-    pub dense: Linear<B>,
+    pub dense: Dense<B>,
     /// `transform.LayerNorm`.
     pub layer_norm: LayerNorm<B>,
     /// An untied decoder `[d, vocab]`; `None` means the word embedding is the decoder.
@@ -256,10 +256,9 @@ impl<B: Backend> Layer<B> {
     /// - `x`: `[batch, s, d]`, `mask`: `[batch, 1, 1, s]` → `[batch, s, d]`
     fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 4, Bool>>) -> Tensor<B, 3> {
         let x = self.attention.forward(x, mask);
-        let ffn = linear(
-            &self.output,
-            self.act.forward(linear(&self.intermediate, x.clone())),
-        );
+        let ffn = self
+            .output
+            .forward(self.act.forward(self.intermediate.forward(x.clone())));
         self.output_norm.forward(x + ffn)
     }
 }
@@ -273,25 +272,13 @@ impl<B: Backend> Attention<B> {
         let [b, s, d] = x.dims();
         let (h, hd) = (self.heads, d / self.heads);
         let heads = |t: Tensor<B, 3>| t.reshape([b, s, h, hd]).swap_dims(1, 2);
-        let q = heads(linear(&self.query, x.clone()));
-        let k = heads(linear(&self.key, x.clone()));
-        let v = heads(linear(&self.value, x.clone()));
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x.clone()));
         let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt());
-        let out = linear(&self.dense, out.swap_dims(1, 2).reshape([b, s, d]));
+        let out = self.dense.forward(out.swap_dims(1, 2).reshape([b, s, d]));
         self.layer_norm.forward(x + out)
     }
-}
-
-/// `layer(x)` as one `[batch * s, in] x [in, out]` matrix product (a 3-D input would be a
-/// batched product over `batch` small matrices on the CPU backends).
-///
-/// # Shapes
-/// - `x`: `[batch, s, in]` → `[batch, s, out]`
-fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, s, d] = x.dims();
-    let y = layer.forward(x.reshape([b * s, d]));
-    let out = y.dims()[1];
-    y.reshape([b, s, out])
 }
 
 /// A padded batch on the host, ready to become tensors: ids, token types and mask, `[batch, s]`.

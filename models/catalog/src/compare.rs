@@ -533,7 +533,7 @@ fn opt(v: Option<u64>) -> String {
 }
 
 /// The rows of the side-by-side table: a label and one cell per model.
-fn table_rows(models: &[Comparison]) -> Vec<(String, Vec<String>)> {
+pub fn table_rows(models: &[Comparison]) -> Vec<(String, Vec<String>)> {
     let row = |label: &str, f: &dyn Fn(&Comparison) -> String| {
         (label.to_string(), models.iter().map(f).collect::<Vec<_>>())
     };

@@ -160,22 +160,7 @@ pub fn from_weights<B: Backend>(
     let ln_f = norm(weights, &format!("{p}ln_f"))?;
     let lm_head = if config.tie_word_embeddings {
         // Some writers store the tied head anyway; it must then equal the embedding.
-        if weights.contains("lm_head.weight") {
-            let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
-            let emb = wte
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap_or_default();
-            if head != emb {
-                return Err(WeightError::Inconsistent {
-                    name: "lm_head.weight".into(),
-                    reason: "tie_word_embeddings is true but it differs from wte.weight".into(),
-                });
-            }
-        }
+        weights.take_tied("lm_head.weight", &format!("{p}wte.weight"), &[vocab, d])?;
         None
     } else {
         Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)

@@ -279,23 +279,11 @@ pub fn from_weights<B: Backend>(
     let norm_f = norm(weights, &format!("{p}norm.weight"))?;
     let lm_head = if config.tie_word_embeddings {
         // Some writers store the tied head anyway; it must then equal the embedding.
-        if weights.contains("lm_head.weight") {
-            let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
-            let emb = embed_tokens
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap_or_default();
-            if head != emb {
-                return Err(WeightError::Inconsistent {
-                    name: "lm_head.weight".into(),
-                    reason: "tie_word_embeddings is true but it differs from embed_tokens.weight"
-                        .into(),
-                });
-            }
-        }
+        weights.take_tied(
+            "lm_head.weight",
+            &format!("{p}embed_tokens.weight"),
+            &[vocab, d],
+        )?;
         None
     } else {
         Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)

@@ -374,6 +374,35 @@ impl Weights {
         Ok(values)
     }
 
+    /// For a tied head: when the checkpoint also stores `name` (some writers do), takes it and
+    /// fails unless it equals `source` (already read or not) value for value. Nothing happens
+    /// when `name` is absent. Compared on the host, before anything reaches a device.
+    pub fn take_tied(
+        &mut self,
+        name: &str,
+        source: &str,
+        shape: &[usize],
+    ) -> Result<(), WeightError> {
+        if !self.contains(name) {
+            return Ok(());
+        }
+        let tied = self.take_f32(name, shape)?;
+        let was_used = self.used.contains(source);
+        let original = self.take_f32(source, shape)?;
+        if !was_used {
+            self.used.remove(source);
+        }
+        if tied != original {
+            return Err(WeightError::Inconsistent {
+                name: name.to_string(),
+                reason: format!(
+                    "the head is tied (tie_word_embeddings) but it differs from {source}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Takes a tensor onto `device`, checking its shape.
     pub fn tensor<B: Backend, const D: usize>(
         &mut self,
@@ -439,6 +468,30 @@ impl Weights {
         })
     }
 
+    /// Builds a [`Dense`](crate::Dense) (`[out, in]`) from `{prefix}.weight` / `{prefix}.bias`;
+    /// `layout` says how the checkpoint stores the weight.
+    pub fn dense<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        layout: LinearLayout,
+        device: &B::Device,
+    ) -> Result<crate::Dense<B>, WeightError> {
+        let weight_name = format!("{prefix}.weight");
+        let weight = match layout {
+            LinearLayout::OutIn => self.tensor(&weight_name, [d_out, d_in], device)?,
+            LinearLayout::InOut => self.tensor_transposed(&weight_name, d_in, d_out, device)?,
+        };
+        let bias = if bias {
+            Some(self.tensor(&format!("{prefix}.bias"), [d_out], device)?)
+        } else {
+            None
+        };
+        Ok(crate::Dense::new(weight, bias))
+    }
+
     /// Fails unless every tensor was taken or skipped; `allowed` names the tensors that may
     /// stay unused (buffers of the original code).
     pub fn finish(self, allowed: impl Fn(&str) -> bool) -> Result<(), WeightError> {
@@ -490,4 +543,58 @@ fn decode(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, WeightErro
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(head: Option<Vec<f32>>) -> Weights {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "wte.weight".to_string(),
+            (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+        );
+        if let Some(h) = head {
+            t.insert("lm_head.weight".to_string(), (vec![2, 2], h));
+        }
+        Weights::from_f32("test", t)
+    }
+
+    #[test]
+    fn tied_head_equal_absent_or_different() {
+        // Equal: both consumed, the source still counts as unused until the model takes it.
+        let mut w = weights(Some(vec![1.0, 2.0, 3.0, 4.0]));
+        w.take_tied("lm_head.weight", "wte.weight", &[2, 2])
+            .unwrap();
+        match w.finish(|_| false) {
+            Err(WeightError::Unused(names)) => assert_eq!(names, ["wte.weight"]),
+            other => panic!("expected wte.weight unused, got {other:?}"),
+        }
+        let mut w = weights(Some(vec![1.0, 2.0, 3.0, 4.0]));
+        w.take_f32("wte.weight", &[2, 2]).unwrap();
+        w.take_tied("lm_head.weight", "wte.weight", &[2, 2])
+            .unwrap();
+        w.finish(|_| false).unwrap();
+        // Absent: nothing to do.
+        let mut w = weights(None);
+        w.take_tied("lm_head.weight", "wte.weight", &[2, 2])
+            .unwrap();
+        // Different by one value: an error naming both.
+        let mut w = weights(Some(vec![1.0, 2.0, 3.0, 4.5]));
+        let err = w
+            .take_tied("lm_head.weight", "wte.weight", &[2, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lm_head.weight") && err.contains("wte.weight"),
+            "{err}"
+        );
+        // Wrong shape of the stored head: a shape error.
+        let mut w = weights(Some(vec![1.0, 2.0, 3.0, 4.0]));
+        let err = w
+            .take_tied("lm_head.weight", "wte.weight", &[4, 1])
+            .unwrap_err();
+        assert!(matches!(err, WeightError::Shape { .. }), "{err}");
+    }
 }

@@ -2,6 +2,8 @@
 //! tests/bench/word2vec_bench_gensim.py (same corpus and settings).
 //!
 //! cargo run --release -p zoo-word2vec --example word2vec_bench -- CORPUS [REPEAT=10] [THREADS=2] [QUESTIONS] [WORDSIM]
+//!
+//! Environment: SEED (default 1), ARCHS (`skipgram`, `cbow`; default both).
 
 use std::time::Instant;
 
@@ -20,7 +22,12 @@ fn main() -> Result<()> {
     let one = std::fs::read_to_string(corpus)
         .map_err(|e| Word2VecError::InvalidArgument(format!("{corpus}: {e}")))?;
     let text = one.repeat(repeat);
+    // ARCHS=skipgram or ARCHS=cbow runs one of the two.
+    let archs = std::env::var("ARCHS").unwrap_or_default().to_lowercase();
     for arch in [Architecture::SkipGram, Architecture::Cbow] {
+        if !archs.is_empty() && !archs.contains(&format!("{arch:?}").to_lowercase()) {
+            continue;
+        }
         let seed: u64 = std::env::var("SEED")
             .ok()
             .and_then(|s| s.parse().ok())

@@ -241,25 +241,30 @@ impl Sigmoid for ExactSigmoid {
     }
 }
 
-/// The C tool's linear congruential generator.
+/// SplitMix64: a counter passed through a 64-bit mixer. The C tool's linear congruential
+/// generator is cheaper, but its consecutive outputs are correlated, and the alias draw below
+/// takes its bucket and its coin from two consecutive outputs.
 #[derive(Clone, Copy)]
-struct Lcg(u64);
+struct Rng(u64);
 
-impl Lcg {
+impl Rng {
     #[inline(always)]
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(25_214_903_917).wrapping_add(11);
-        self.0
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
     /// A uniform integer below n.
     #[inline(always)]
     fn below(&mut self, n: usize) -> usize {
-        ((((self.next() >> 16) & 0xffff_ffff) * n as u64) >> 32) as usize
+        (((self.next() >> 32) * n as u64) >> 32) as usize
     }
     /// 24 random bits.
     #[inline(always)]
     fn bits24(&mut self) -> u32 {
-        ((self.next() >> 24) & 0xff_ffff) as u32
+        (self.next() >> 40) as u32
     }
 }
 
@@ -295,7 +300,7 @@ impl Alias {
         Self { threshold, alias }
     }
     #[inline(always)]
-    fn draw(&self, rng: &mut Lcg) -> usize {
+    fn draw(&self, rng: &mut Rng) -> usize {
         let i = rng.below(self.threshold.len());
         if rng.bits24() < self.threshold[i] {
             i
@@ -344,7 +349,7 @@ unsafe fn predict<K: Kernel, S: Sigmoid>(
     w: &Shared,
     t: &Tables,
     sig: &S,
-    rng: &mut Lcg,
+    rng: &mut Rng,
     h: &[f32],
     target: usize,
     alpha: f32,
@@ -409,7 +414,7 @@ impl Worker<'_> {
     fn sentence<K: Kernel>(
         &self,
         sent: &[u32],
-        rng: &mut Lcg,
+        rng: &mut Rng,
         alpha: f32,
         buf: &mut Vec<u32>,
         neu1: &mut [f32],
@@ -479,7 +484,7 @@ impl Worker<'_> {
 unsafe fn sentence_avx2(
     wk: &Worker,
     sent: &[u32],
-    rng: &mut Lcg,
+    rng: &mut Rng,
     alpha: f32,
     buf: &mut Vec<u32>,
     neu1: &mut [f32],
@@ -526,9 +531,9 @@ pub fn train_corpus(
     if v == 0 {
         return Err(Word2VecError::InvalidArgument("empty vocabulary".into()));
     }
-    let mut rng = Lcg(config.seed);
+    let mut rng = Rng(config.seed);
     let mut syn0: Vec<f32> = (0..v * dim)
-        .map(|_| (((rng.next() >> 16 & 0xffff) as f32 / 65536.0) * 2.0 - 1.0) / dim as f32)
+        .map(|_| ((rng.next() >> 16 & 0xffff) as f32 / 65536.0 - 0.5) / dim as f32)
         .collect();
     let mut syn1neg = if config.negative > 0 {
         vec![0.0f32; v * dim]
@@ -604,7 +609,7 @@ pub fn train_corpus(
                 let seed = config.seed ^ ((epoch as u64) << 32) ^ ((t as u64) << 48) ^ 0x9e37_79b9;
                 let alpha_at = &alpha_at;
                 s.spawn(move || {
-                    let mut rng = Lcg(seed);
+                    let mut rng = Rng(seed);
                     let mut buf = Vec::new();
                     let (mut neu1, mut neu1e) = (vec![0.0f32; dim], vec![0.0f32; dim]);
                     let (mut local_words, mut local_loss, mut local_n) = (0u64, 0.0f64, 0u64);
@@ -712,7 +717,7 @@ pub struct Pair {
 pub struct Sampler {
     keep: Vec<u32>,
     alias: Alias,
-    rng: Lcg,
+    rng: Rng,
     window: usize,
     negative: usize,
     arch: Architecture,
@@ -724,7 +729,7 @@ impl Sampler {
         Self {
             keep: keep_thresholds(vocab, config.sample),
             alias: Alias::new(vocab.counts(), 0.75),
-            rng: Lcg(config.seed),
+            rng: Rng(config.seed),
             window: config.window.max(1),
             negative: config.negative,
             arch: config.arch,
@@ -868,7 +873,7 @@ pub fn sgd_step(
                 &w,
                 &t,
                 &ExactSigmoid,
-                &mut Lcg(0),
+                &mut Rng(0),
                 &h,
                 ex.target,
                 alpha,
@@ -902,7 +907,7 @@ mod tests {
     fn alias_table_reproduces_unigram_power() {
         let counts = [100u64, 50, 10, 1];
         let a = Alias::new(&counts, 0.75);
-        let mut rng = Lcg(7);
+        let mut rng = Rng(7);
         let mut hist = [0usize; 4];
         let n = 400_000;
         for _ in 0..n {
