@@ -27,7 +27,7 @@ use crate::commands::{fetch, print_json, Context};
 const MLM_BATCH: usize = 16;
 
 /// How speed is measured, for footnotes and JSON.
-const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run; load = reading the weights onto the device";
+const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
 
 /// How memory is measured, for footnotes and JSON.
 const MEMORY_METHOD: &str = "peak resident memory (VmHWM, Linux) of a child process of zoo that loaded and measured only this model on this backend: weights, activations and the backend's own allocations; GPU memory is not included; MB = 10⁶ bytes";
@@ -605,13 +605,21 @@ struct Table {
     notes: Vec<String>,
 }
 
+/// A rate as `median (min–max)` over the timed runs, or the median alone for one run.
 fn fmt_rate(v: &Value) -> Option<String> {
-    let m = v["median"].as_f64()?;
-    Some(if m >= 100.0 {
-        format!("{m:.0}")
-    } else {
-        format!("{m:.1}")
-    })
+    let one = |x: f64| {
+        if x >= 100.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    };
+    let median = one(v["median"].as_f64()?);
+    let runs = v["runs"].as_array().map_or(0, Vec::len);
+    match (v["min"].as_f64(), v["max"].as_f64()) {
+        (Some(lo), Some(hi)) if runs > 1 => Some(format!("{median} ({}–{})", one(lo), one(hi))),
+        _ => Some(median),
+    }
 }
 
 fn fmt_sig(x: f64) -> String {
