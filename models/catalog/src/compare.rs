@@ -699,7 +699,8 @@ const COLOURS: [&str; 10] = [
     "#9c755f", "#bab0ac",
 ];
 
-fn xml_escape(s: &str) -> String {
+/// `s` with the characters XML gives a meaning to (`& < > "`) escaped, for SVG text.
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -707,7 +708,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// A tick step of 1, 2 or 5 × 10^k giving at most `max_ticks` steps over `0..=max`.
-fn nice_step(max: f64, max_ticks: f64) -> f64 {
+pub fn nice_step(max: f64, max_ticks: f64) -> f64 {
     if max <= 0.0 {
         return 1.0;
     }

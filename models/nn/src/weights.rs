@@ -435,7 +435,7 @@ impl Weights {
         ))
     }
 
-    /// Builds a Burn `Linear` from `{prefix}.weight` / `{prefix}.bias`.
+    /// Builds a Burn `Linear` (`[in, out]`) from `{prefix}.weight` / `{prefix}.bias`.
     ///
     /// `layout` says how the checkpoint stores the weight: PyTorch `nn.Linear` keeps
     /// `[out, in]` (transposed here once, at load), GPT-2's `Conv1D` keeps `[in, out]`.
@@ -448,23 +448,18 @@ impl Weights {
         layout: LinearLayout,
         device: &B::Device,
     ) -> Result<Linear<B>, WeightError> {
-        let weight_name = format!("{prefix}.weight");
-        let weight = match layout {
-            LinearLayout::OutIn => self.tensor_transposed(&weight_name, d_out, d_in, device)?,
-            LinearLayout::InOut => self.tensor(&weight_name, [d_in, d_out], device)?,
-        };
-        let bias = if bias {
-            Some(Param::from_tensor(self.tensor(
-                &format!("{prefix}.bias"),
-                [d_out],
-                device,
-            )?))
-        } else {
-            None
-        };
+        let (weight, bias) = self.weight_and_bias(
+            prefix,
+            d_in,
+            d_out,
+            bias,
+            layout,
+            LinearLayout::InOut,
+            device,
+        )?;
         Ok(Linear {
             weight: Param::from_tensor(weight),
-            bias,
+            bias: bias.map(Param::from_tensor),
         })
     }
 
@@ -479,17 +474,46 @@ impl Weights {
         layout: LinearLayout,
         device: &B::Device,
     ) -> Result<crate::Dense<B>, WeightError> {
-        let weight_name = format!("{prefix}.weight");
-        let weight = match layout {
-            LinearLayout::OutIn => self.tensor(&weight_name, [d_out, d_in], device)?,
-            LinearLayout::InOut => self.tensor_transposed(&weight_name, d_in, d_out, device)?,
+        let (weight, bias) = self.weight_and_bias(
+            prefix,
+            d_in,
+            d_out,
+            bias,
+            layout,
+            LinearLayout::OutIn,
+            device,
+        )?;
+        Ok(crate::Dense::new(weight, bias))
+    }
+
+    /// `{prefix}.weight`, stored as `stored`, returned contiguous as `wanted`, and the bias.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_and_bias<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        stored: LinearLayout,
+        wanted: LinearLayout,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 2>, Option<Tensor<B, 1>>), WeightError> {
+        let name = format!("{prefix}.weight");
+        let (rows, cols) = match stored {
+            LinearLayout::OutIn => (d_out, d_in),
+            LinearLayout::InOut => (d_in, d_out),
+        };
+        let weight = if stored == wanted {
+            self.tensor(&name, [rows, cols], device)?
+        } else {
+            self.tensor_transposed(&name, rows, cols, device)?
         };
         let bias = if bias {
             Some(self.tensor(&format!("{prefix}.bias"), [d_out], device)?)
         } else {
             None
         };
-        Ok(crate::Dense::new(weight, bias))
+        Ok((weight, bias))
     }
 
     /// Fails unless every tensor was taken or skipped; `allowed` names the tensors that may

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use burn_zoo::catalog::compare::{nice_step, xml_escape};
+
 /// One bar: a model's median decode speed on one backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeedBar {
@@ -18,27 +20,6 @@ pub struct SpeedBar {
 const COLOURS: [&str; 6] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2",
 ];
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A round axis step (1, 2 or 5 × 10^k) giving at most about `ticks` steps up to `max`.
-fn axis_step(max: f64, ticks: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let raw = max / ticks;
-    let power = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * power)
-}
 
 fn value_label(v: f64) -> String {
     if v >= 100.0 {
@@ -73,7 +54,7 @@ pub fn speed_svg(bars: &[SpeedBar], runs: usize) -> String {
     let plot_h = 300.0;
     let (width, height) = (left + plot_w + right, top + plot_h + bottom);
     let max = bars.iter().map(|b| b.tok_s).fold(0.0, f64::max);
-    let step = axis_step(max * 1.1, 5.0);
+    let step = nice_step(max * 1.1, 5.0);
     let y_max = (max * 1.1 / step).ceil().max(1.0) * step;
     let y = |v: f64| top + plot_h - v / y_max * plot_h;
 
@@ -151,8 +132,8 @@ pub fn speed_svg(bars: &[SpeedBar], runs: usize) -> String {
                 bar_w - 4.0,
                 top + plot_h - yy,
                 COLOURS[k % COLOURS.len()],
-                escape(model),
-                escape(backend),
+                xml_escape(model),
+                xml_escape(backend),
                 value_label(bar.tok_s)
             );
             let _ = writeln!(
@@ -168,7 +149,7 @@ pub fn speed_svg(bars: &[SpeedBar], runs: usize) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             left + (m as f64 + 0.5) * group_w,
             top + plot_h + 18.0,
-            escape(model)
+            xml_escape(model)
         );
     }
     // Legend: one swatch per backend.
@@ -183,7 +164,7 @@ pub fn speed_svg(bars: &[SpeedBar], runs: usize) -> String {
             s,
             r#"<text x="{:.1}" y="46">{}</text>"#,
             x + 17.0,
-            escape(backend)
+            xml_escape(backend)
         );
     }
     if bars.is_empty() {
@@ -205,7 +186,7 @@ mod tests {
     #[test]
     fn axis_steps_are_round() {
         for (max, step) in [(47.0, 10.0), (0.9, 0.2), (1200.0, 500.0)] {
-            assert!((axis_step(max, 5.0) - step).abs() < 1e-9, "{max}");
+            assert!((nice_step(max, 5.0) - step).abs() < 1e-9, "{max}");
         }
     }
 
