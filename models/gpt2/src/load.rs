@@ -116,7 +116,7 @@ pub fn from_weights<B: Backend>(
         h.push(Block {
             ln_1: norm(weights, &format!("{b}.ln_1"))?,
             attn: Attention {
-                c_attn: weights.linear(
+                c_attn: weights.dense(
                     &format!("{b}.attn.c_attn"),
                     d,
                     3 * d,
@@ -124,7 +124,7 @@ pub fn from_weights<B: Backend>(
                     LinearLayout::InOut,
                     device,
                 )?,
-                c_proj: weights.linear(
+                c_proj: weights.dense(
                     &format!("{b}.attn.c_proj"),
                     d,
                     d,
@@ -137,7 +137,7 @@ pub fn from_weights<B: Backend>(
             },
             ln_2: norm(weights, &format!("{b}.ln_2"))?,
             mlp: Mlp {
-                c_fc: weights.linear(
+                c_fc: weights.dense(
                     &format!("{b}.mlp.c_fc"),
                     d,
                     inner,
@@ -145,7 +145,7 @@ pub fn from_weights<B: Backend>(
                     LinearLayout::InOut,
                     device,
                 )?,
-                c_proj: weights.linear(
+                c_proj: weights.dense(
                     &format!("{b}.mlp.c_proj"),
                     inner,
                     d,
@@ -163,7 +163,7 @@ pub fn from_weights<B: Backend>(
         weights.take_tied("lm_head.weight", &format!("{p}wte.weight"), &[vocab, d])?;
         None
     } else {
-        Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     };
     Ok(Gpt2 {
         wte,

@@ -2,10 +2,10 @@
 //! so `load.rs` needs almost no renaming.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
-use zoo_nn::{Activation, CausalLm, LayerNorm, Logits};
+use zoo_nn::{times_transposed, Activation, CausalLm, Dense, LayerNorm, Logits};
 
 /// GPT-2: token + position embeddings, `n_layer` pre-LN blocks, final LayerNorm, LM head.
 #[derive(Module, Debug)]
@@ -19,7 +19,7 @@ pub struct Gpt2<B: Backend> {
     /// Final LayerNorm.
     pub ln_f: LayerNorm<B>,
     /// A separate LM head `[d, vocab]`, only when the checkpoint does not tie it.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Dense<B>>,
     /// Longest sequence.
     pub n_positions: usize,
 }
@@ -40,10 +40,11 @@ pub struct Block<B: Backend> {
 /// Causal multi-head self-attention with fused q/k/v projection.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    /// `[d, 3d]`: queries, keys and values side by side.
-    pub c_attn: Linear<B>,
-    /// Output projection `[d, d]`.
-    pub c_proj: Linear<B>,
+    /// Weight `[3d, d]` (`[out, in]`; the checkpoint's Conv1D `[d, 3d]` transposed at load):
+    /// queries, keys and values side by side.
+    pub c_attn: Dense<B>,
+    /// Output projection, weight `[d, d]`.
+    pub c_proj: Dense<B>,
     /// Heads.
     pub n_head: usize,
     /// Multiplies `q k^T`: `1/sqrt(head_dim)` and, optionally, `1/(layer + 1)`.
@@ -53,10 +54,10 @@ pub struct Attention<B: Backend> {
 /// Two-layer MLP with GELU.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
-    /// `[d, inner]`.
-    pub c_fc: Linear<B>,
-    /// `[inner, d]`.
-    pub c_proj: Linear<B>,
+    /// Weight `[inner, d]` (`[out, in]`).
+    pub c_fc: Dense<B>,
+    /// Weight `[d, inner]` (`[out, in]`).
+    pub c_proj: Dense<B>,
     /// The activation between them.
     #[module(skip)]
     pub act: Activation,
@@ -107,13 +108,8 @@ impl<B: Backend> Gpt2<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
-                let [b, t, d] = hidden.dims();
-                let w = self.wte.weight.val(); // [vocab, d]
-                let vocab = w.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, vocab])
+                // `wte` `[vocab, d]` is the head's `[out, in]` weight.
+                times_transposed(hidden, self.wte.weight.val())
             }
         }
     }

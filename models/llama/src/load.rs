@@ -244,7 +244,7 @@ pub fn from_weights<B: Backend>(
     for i in 0..config.num_hidden_layers {
         let l = format!("{p}layers.{i}");
         let lin = |w: &mut Weights, name: &str, din: usize, dout: usize, bias: bool| {
-            w.linear(
+            w.dense(
                 &format!("{l}.{name}"),
                 din,
                 dout,
@@ -286,7 +286,7 @@ pub fn from_weights<B: Backend>(
         )?;
         None
     } else {
-        Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     };
     Ok(Llama {
         embed_tokens,

@@ -6,11 +6,11 @@
 //! un-permuted when they are loaded (`load.rs`), so one forward path serves both formats.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
 use zoo_nn::rope::{self, rope_half};
-use zoo_nn::{Activation, CausalLm, Logits, RmsNorm};
+use zoo_nn::{times_transposed, Activation, CausalLm, Dense, Logits, RmsNorm};
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -24,7 +24,7 @@ pub struct Llama<B: Backend> {
     /// Final RMSNorm.
     pub norm: RmsNorm<B>,
     /// A separate LM head, only when the checkpoint does not tie it.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Dense<B>>,
     /// Rotary frequencies and tables.
     pub rope: LlamaRope<B>,
     /// Longest sequence accepted.
@@ -48,13 +48,13 @@ pub struct DecoderLayer<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `[d, heads * head_dim]`.
-    pub q_proj: Linear<B>,
+    pub q_proj: Dense<B>,
     /// `[d, kv_heads * head_dim]`.
-    pub k_proj: Linear<B>,
+    pub k_proj: Dense<B>,
     /// `[d, kv_heads * head_dim]`.
-    pub v_proj: Linear<B>,
+    pub v_proj: Dense<B>,
     /// `[heads * head_dim, d]`.
-    pub o_proj: Linear<B>,
+    pub o_proj: Dense<B>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -67,11 +67,11 @@ pub struct Attention<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// `[d, inner]`.
-    pub gate_proj: Linear<B>,
+    pub gate_proj: Dense<B>,
     /// `[d, inner]`.
-    pub up_proj: Linear<B>,
+    pub up_proj: Dense<B>,
     /// `[inner, d]`.
-    pub down_proj: Linear<B>,
+    pub down_proj: Dense<B>,
     /// The gate activation (SiLU).
     #[module(skip)]
     pub act: Activation,
@@ -222,13 +222,8 @@ impl<B: Backend> Llama<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
-                let [b, t, d] = hidden.dims();
-                let w = self.embed_tokens.weight.val(); // [vocab, d]
-                let vocab = w.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, vocab])
+                // The embedding `[vocab, d]` is the head's `[out, in]` weight.
+                times_transposed(hidden, self.embed_tokens.weight.val())
             }
         }
     }

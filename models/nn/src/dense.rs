@@ -48,24 +48,36 @@ impl<B: Backend> Dense<B> {
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let x = x.reshape([rows, d_in]);
-        let w = self.weight.val();
-        let y = if rows <= Self::SMALL_ROWS {
-            w.matmul(x.transpose()).transpose()
-        } else {
-            x.matmul(w.transpose())
-        };
-        let y = match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<2>(),
+        let y = times_transposed(x, self.weight.val());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
-        };
-        let mut out = dims;
-        out[D - 1] = self.d_out();
-        y.reshape(out)
+        }
     }
+}
+
+/// `x Wᵀ` over the last axis for a weight kept `[out, in]` (a [`Dense`] layer's, or a tied
+/// head's embedding), oriented by the number of rows as [`Dense`] explains.
+///
+/// # Shapes
+/// - `x`: `[..., in]`, `weight`: `[out, in]` → `[..., out]`
+pub fn times_transposed<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let d_out = weight.dims()[0];
+    let x = x.reshape([rows, d_in]);
+    let y = if rows <= Dense::<B>::SMALL_ROWS {
+        weight.matmul(x.transpose()).transpose()
+    } else {
+        x.matmul(weight.transpose())
+    };
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub mod weights;
 
 pub use activation::Activation;
 pub use attention::{attention, causal_mask, KvCache};
-pub use dense::Dense;
+pub use dense::{times_transposed, Dense};
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
 pub use norm::{LayerNorm, RmsNorm};
 pub use sampling::{Sampler, Sampling};
