@@ -33,12 +33,18 @@ impl Context {
 
 /// Resolves `MODEL`: a path (a Hugging Face folder), else a catalog id, fetched if needed.
 pub fn resolve_model(model: &str) -> anyhow::Result<ModelRef> {
-    let path = std::path::Path::new(model);
-    if path.exists() || model.contains('/') || model.contains(std::path::MAIN_SEPARATOR) {
-        return Ok(resolve_path(path)?);
+    if names_a_path(model) {
+        return Ok(resolve_path(std::path::Path::new(model))?);
     }
     let fetched = fetch::fetch_id(model, None)?;
     Ok(resolve_path(&fetched.path)?)
+}
+
+/// Whether a `MODEL` argument is a path (it exists, or has a separator) rather than a catalog id.
+pub fn names_a_path(model: &str) -> bool {
+    std::path::Path::new(model).exists()
+        || model.contains('/')
+        || model.contains(std::path::MAIN_SEPARATOR)
 }
 
 /// Parses `1,2,3` (spaces allowed) into token ids.

@@ -21,7 +21,7 @@ use super::speed_svg::{speed_svg, SpeedBar};
 use super::{check_overwrite, CompareArgs};
 use crate::commands::bench::{bert_rates, causal_rates, peak_rss_bytes, spread};
 use crate::commands::run::{with_causal_lm, LmExtras, LmVisitor};
-use crate::commands::{fetch, print_json, Context};
+use crate::commands::{fetch, names_a_path, print_json, Context};
 
 /// Masked copies of a sentence per forward pass when computing pseudo-perplexity.
 const MLM_BATCH: usize = 16;
@@ -421,8 +421,8 @@ struct Target {
 
 /// Resolves `MODEL` without downloading: a path, or a catalog id already in the cache.
 fn resolve_cached(arg: &str) -> anyhow::Result<Target> {
-    let path = Path::new(arg);
-    if path.exists() || arg.contains('/') || arg.contains(std::path::MAIN_SEPARATOR) {
+    if names_a_path(arg) {
+        let path = Path::new(arg);
         let model = resolve_path(path)?;
         let label = path
             .file_name()
