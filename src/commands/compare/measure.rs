@@ -48,7 +48,7 @@ pub struct MeasureSettings {
     /// With --measure: tokens generated per speed run (causal models).
     #[arg(long, default_value_t = 32)]
     pub gen_len: usize,
-    /// With --measure: timed speed runs after one warm-up run (the median is reported).
+    /// With --measure: timed speed runs after one warm-up run (median and min–max reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// With --measure --text: perplexity window in tokens (default: the model's context).
