@@ -9,20 +9,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use zoo_catalog::compare::{self, gb, kib, thousands, Comparison};
+use zoo_catalog::compare::{self, gb, kib, thousands, Comparison, DOC_MODELS};
 use zoo_catalog::Catalog;
-
-/// The models of `docs/compare.md`, in its column order.
-const DOC_MODELS: [&str; 8] = [
-    "gpt2",
-    "all-minilm-l6-v2",
-    "smollm2-135m-instruct",
-    "chatglm-6b",
-    "vicuna-7b",
-    "llama-2-7b",
-    "vicuna-13b",
-    "bert-base-uncased",
-];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();

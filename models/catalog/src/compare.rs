@@ -311,6 +311,19 @@ fn count_glm(s: &Stack) -> ParamCount {
     s.count(true)
 }
 
+/// The models of `docs/compare.md`, in its column order (written by the catalog's `compare`
+/// example, checked by its `docs_are_current` test).
+pub const DOC_MODELS: [&str; 8] = [
+    "gpt2",
+    "all-minilm-l6-v2",
+    "smollm2-135m-instruct",
+    "chatglm-6b",
+    "vicuna-7b",
+    "llama-2-7b",
+    "vicuna-13b",
+    "bert-base-uncased",
+];
+
 /// Counts an entry's parameters from its config, per family.
 pub fn parameter_count(e: &ModelEntry) -> Result<ParamCount, CatalogError> {
     let c = &e.config;

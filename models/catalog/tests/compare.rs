@@ -2,21 +2,10 @@
 //!
 //! Regenerate with `cargo run --release -p zoo-catalog --example compare -- --doc docs`.
 
-use zoo_catalog::compare::{compare, memory_svg, to_markdown};
+use zoo_catalog::compare::{compare, memory_svg, to_markdown, DOC_MODELS};
 use zoo_catalog::{Catalog, EMBEDDED_CATALOG};
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs");
-
-const DOC_MODELS: [&str; 8] = [
-    "gpt2",
-    "all-minilm-l6-v2",
-    "smollm2-135m-instruct",
-    "chatglm-6b",
-    "vicuna-7b",
-    "llama-2-7b",
-    "vicuna-13b",
-    "bert-base-uncased",
-];
 
 #[test]
 fn docs_are_current() {
