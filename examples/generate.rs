@@ -1,5 +1,5 @@
-//! Load a Hugging Face GPT-2 folder and generate greedily, on any compiled-in backend: the
-//! library calls behind `zoo generate`, in one page.
+//! Load a causal LM (a Hugging Face folder or a `.gguf` file) and generate greedily, on any
+//! compiled-in backend: the library calls behind `zoo generate`, in one page.
 //!
 //! ```sh
 //! cargo run --release --example generate -- tests/fixtures/gpt2/tiny-a "the" 20
@@ -7,52 +7,21 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
-use burn_zoo::backends::{self, BackendChoice, BackendTask};
-use burn_zoo::gpt2;
-use burn_zoo::nn::{generate, Sampler, Sampling, TextStream, TextTokenizer};
-
-struct Generate {
-    dir: PathBuf,
-    prompt: String,
-    max_new: usize,
-}
-
-impl BackendTask for Generate {
-    type Output = Result<String, Box<dyn std::error::Error>>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let (config, model) = gpt2::load::<B>(&self.dir, &device)?;
-        let tokenizer = TextTokenizer::from_dir(&self.dir)?.ok_or("the folder has no tokenizer")?;
-        let prompt = tokenizer.encode(&self.prompt, false)?;
-        let mut sampler = Sampler::new(Sampling::greedy());
-        let stop: Vec<u32> = config.eos_token_id.into_iter().collect();
-        let mut stream = TextStream::new(&prompt);
-        let mut text = self.prompt.clone();
-        let ids = generate(&model, &prompt, self.max_new, &mut sampler, &stop, |_| true)?;
-        for id in ids {
-            if let Some(piece) = stream.push(&tokenizer, id)? {
-                text.push_str(&piece);
-            }
-        }
-        Ok(text)
-    }
-}
+use burn_zoo::backends::{self, with_backend, BackendChoice};
+use burn_zoo::nn::GenerationConfig;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: generate MODEL_DIR PROMPT [N]")?);
+    let path = PathBuf::from(args.next().ok_or("usage: generate MODEL PROMPT [N]")?);
     let prompt = args.next().unwrap_or_else(|| "Hello".to_string());
-    let max_new = args.next().map_or(Ok(20), |n| n.parse())?;
+    let max_new: usize = args.next().map_or(Ok(20), |n| n.parse())?;
     let kind = backends::resolve(BackendChoice::Auto)?;
-    let text = backends::run(
-        kind,
-        Generate {
-            dir,
-            prompt,
-            max_new,
-        },
-    )??;
+    let text = with_backend!(kind, |B, device| {
+        let lm = burn_zoo::open::<B>(&path, &device)?;
+        let ids = lm.encode(&prompt)?;
+        let out = lm.generate(&ids, &GenerationConfig::greedy(max_new), |_| true)?;
+        format!("{prompt}{}", out.text.unwrap_or_default())
+    })?;
     println!("[{kind}] {text}");
     Ok(())
 }

@@ -2,7 +2,15 @@
 //!
 //! This crate is the facade over the workspace: each model family is its own crate
 //! (`zoo-gpt2`, …), shared blocks live in `zoo-nn`, backend selection in `zoo-backends`.
-//! [`resolve`] turns what a user types as `MODEL` into a family and a folder.
+//! It owns what makes a model usable from Rust without the `zoo` binary:
+//!
+//! - [`open`]: any causal LM (folder or `.gguf`) as a [`LanguageModel`] — tokenizer, prompt
+//!   encoding, chat format, stop ids, streaming generation with timings;
+//! - [`resolve`]: what a user types as `MODEL` (a folder, a `.gguf` file) to a family;
+//! - [`eval`]: raw forward passes of any family (the verification interface), perplexity and
+//!   pseudo-perplexity;
+//! - [`bench`]: speed and memory of any model, as `zoo bench` and `zoo compare --measure`
+//!   report them.
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
@@ -14,4 +22,51 @@ pub use zoo_llama as llama;
 pub use zoo_nn as nn;
 pub use zoo_word2vec as word2vec;
 
+pub mod bench;
+pub mod describe;
+pub mod eval;
+pub mod lm;
 pub mod resolve;
+
+pub use lm::{open, CausalCache, CausalModel, ForwardError, LanguageModel};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong opening or running a model through the facade.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `MODEL` is not a model the zoo can open.
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
+    /// A GPT-2 checkpoint failed to load.
+    #[error(transparent)]
+    Gpt2(#[from] gpt2::Gpt2Error),
+    /// A LLaMA checkpoint failed to load.
+    #[error(transparent)]
+    Llama(#[from] llama::LlamaError),
+    /// A GLM checkpoint failed to load or run.
+    #[error(transparent)]
+    Glm(#[from] glm::GlmError),
+    /// A BERT checkpoint failed to load or run.
+    #[error(transparent)]
+    Bert(#[from] bert::BertError),
+    /// Bad ids, no tokenizer, no chat format, a prompt too long, a failed forward pass.
+    #[error(transparent)]
+    Pipeline(#[from] nn::PipelineError),
+    /// A BERT folder where a causal LM is needed.
+    #[error(
+        "{0} is a BERT encoder, not a causal language model: use `embed`, `fill-mask` or `forward`"
+    )]
+    NotCausal(PathBuf),
+    /// A causal LM where a BERT encoder is needed.
+    #[error("{path} is a {family} model; this needs a BERT encoder")]
+    NotEncoder {
+        /// The model.
+        path: PathBuf,
+        /// Its family.
+        family: &'static str,
+    },
+    /// Inputs the task cannot use (the message says which and why).
+    #[error("{0}")]
+    Input(String),
+}

@@ -17,6 +17,11 @@ pub enum Family {
 }
 
 impl Family {
+    /// Whether the family generates text (every family but BERT).
+    pub fn is_causal(self) -> bool {
+        self != Family::Bert
+    }
+
     /// The family's name as `zoo info` shows it.
     pub fn name(self) -> &'static str {
         match self {
@@ -111,22 +116,4 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         family,
         path: path.to_path_buf(),
     })
-}
-
-/// The `eos_token_id` of a folder's `config.json` (a number or a list); empty when absent.
-pub fn config_eos_ids(dir: &Path) -> Vec<u32> {
-    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
-        return Vec::new();
-    };
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Vec::new();
-    };
-    match json.get("eos_token_id") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32).into_iter().collect(),
-        Some(serde_json::Value::Array(list)) => list
-            .iter()
-            .filter_map(|v| v.as_u64().map(|n| n as u32))
-            .collect(),
-        _ => Vec::new(),
-    }
 }

@@ -1,9 +1,9 @@
 //! The Burn backends compiled into burn-zoo, and how a user picks one by name at run time.
 //!
 //! Backends are chosen at build time with cargo features (`flex`, `ndarray`, `wgpu`, `vulkan`,
-//! `webgpu`, `cuda`); several may be compiled in at once. At run time a [`BackendTask`] — code
-//! generic over `B: Backend` — is handed to [`run`] with the [`BackendKind`] the user named, and
-//! it is monomorphised for each compiled-in backend.
+//! `webgpu`, `cuda`); several may be compiled in at once. At run time [`with_backend!`] runs a
+//! block of code generic over `B: Backend` on the [`BackendKind`] the user named: the block is
+//! monomorphised once per compiled-in backend.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -158,154 +158,236 @@ pub fn choice_from(flag: Option<&str>) -> Result<BackendChoice, BackendError> {
     }
 }
 
-/// Code generic over the backend, run by [`run`] on the backend the user picked.
-pub trait BackendTask {
-    /// What the task returns.
-    type Output;
-    /// Runs the task on backend `B` and its device.
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+/// Runs a block of code generic over the backend on the backend `kind` names: the block is
+/// compiled once per backend compiled into this crate, with `B` bound to that backend type and
+/// `device` to its default device. Evaluates to `Ok(value of the block)`, or
+/// `Err(BackendError::NotCompiled)` for a backend this build lacks.
+///
+/// ```ignore
+/// let logits = zoo_backends::with_backend!(kind, |B, device| {
+///     let lm = burn_zoo::open::<B>(&path, &device)?;
+///     lm.forward_rows(&ids, Logits::All)?
+/// })?;
+/// ```
+#[macro_export]
+macro_rules! with_backend {
+    ($kind:expr, |$B:ident, $device:ident| $body:block) => {{
+        let kind: $crate::BackendKind = $kind;
+        // One branch per compiled-in backend; each leaves the block, so the body may move
+        // what it uses.
+        #[allow(unreachable_code)]
+        'dispatch: {
+            $crate::__if_flex! {
+                if kind == $crate::BackendKind::Flex {
+                    #[allow(dead_code)]
+                    type $B = $crate::Flex;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            $crate::__if_ndarray! {
+                if kind == $crate::BackendKind::NdArray {
+                    #[allow(dead_code)]
+                    type $B = $crate::NdArray;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            $crate::__if_wgpu! {
+                if kind == $crate::BackendKind::Wgpu {
+                    #[allow(dead_code)]
+                    type $B = $crate::Wgpu;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            $crate::__if_vulkan! {
+                if kind == $crate::BackendKind::Vulkan {
+                    #[allow(dead_code)]
+                    type $B = $crate::Vulkan;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            $crate::__if_webgpu! {
+                if kind == $crate::BackendKind::WebGpu {
+                    #[allow(dead_code)]
+                    type $B = $crate::WebGpu;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            $crate::__if_cuda! {
+                if kind == $crate::BackendKind::Cuda {
+                    #[allow(dead_code)]
+                    type $B = $crate::Cuda;
+                    #[allow(unused_variables)]
+                    let $device = $crate::default_device::<$B>(kind);
+                    break 'dispatch ::std::result::Result::Ok($body);
+                }
+            }
+            ::std::result::Result::Err($crate::not_compiled(kind))
+        }
+    }};
 }
 
-/// Runs `task` on the backend `kind`, or says why it cannot.
-#[allow(unused_variables)]
-pub fn run<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
-    if !kind.is_compiled() {
-        return Err(BackendError::NotCompiled {
-            name: kind.name(),
-            compiled: compiled_list(),
-        });
-    }
-    #[allow(unreachable_code, unused_variables)]
-    let output = match kind {
-        BackendKind::Flex => {
-            #[cfg(feature = "flex")]
-            {
-                return Ok(task.run::<burn::backend::Flex>(Default::default()));
-            }
-            unreachable!("checked by is_compiled")
-        }
-        BackendKind::NdArray => {
-            #[cfg(feature = "ndarray")]
-            {
-                return Ok(task.run::<burn::backend::NdArray>(Default::default()));
-            }
-            unreachable!("checked by is_compiled")
-        }
-        BackendKind::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            {
-                return Ok(
-                    task.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::DefaultDevice)
-                );
-            }
-            unreachable!("checked by is_compiled")
-        }
-        BackendKind::Vulkan => {
-            #[cfg(feature = "vulkan")]
-            {
-                return Ok(task
-                    .run::<burn::backend::Vulkan>(burn::backend::wgpu::WgpuDevice::DefaultDevice));
-            }
-            unreachable!("checked by is_compiled")
-        }
-        BackendKind::WebGpu => {
-            #[cfg(feature = "webgpu")]
-            {
-                return Ok(task
-                    .run::<burn::backend::WebGpu>(burn::backend::wgpu::WgpuDevice::DefaultDevice));
-            }
-            unreachable!("checked by is_compiled")
-        }
-        BackendKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                return Ok(task.run::<burn::backend::Cuda>(Default::default()));
-            }
-            unreachable!("checked by is_compiled")
-        }
+/// Like [`with_backend!`], with `B` bound to the autodiff backend `Autodiff<backend>` (training).
+#[cfg(feature = "autodiff")]
+#[macro_export]
+macro_rules! with_autodiff_backend {
+    ($kind:expr, |$B:ident, $device:ident| $body:block) => {
+        $crate::with_backend!($kind, |Inner, $device| {
+            #[allow(dead_code)]
+            type $B = $crate::burn::backend::Autodiff<Inner>;
+            $body
+        })
     };
-    #[allow(unreachable_code)]
-    output
 }
 
-/// Code generic over a backend with automatic differentiation (training), run by
-/// [`run_autodiff`] on `Autodiff<B>` for the backend the user picked.
-#[cfg(feature = "autodiff")]
-pub trait AutodiffTask {
-    /// What the task returns.
-    type Output;
-    /// Runs the task on the autodiff backend `B` and its device.
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+/// Expands its input only when the `flex` backend is compiled in.
+#[cfg(feature = "flex")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_flex {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `flex` backend is compiled in.
+#[cfg(not(feature = "flex"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_flex {
+    ($($t:tt)*) => {};
 }
 
-/// Runs `task` on `Autodiff<kind>`, or says why it cannot.
-#[cfg(feature = "autodiff")]
-#[allow(unused_variables, unreachable_code)]
-pub fn run_autodiff<T: AutodiffTask>(
-    kind: BackendKind,
-    task: T,
-) -> Result<T::Output, BackendError> {
-    #[allow(unused_imports)]
-    use burn::backend::Autodiff;
-    if !kind.is_compiled() {
-        return Err(BackendError::NotCompiled {
-            name: kind.name(),
-            compiled: compiled_list(),
-        });
+/// Expands its input only when the `ndarray` backend is compiled in.
+#[cfg(feature = "ndarray")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_ndarray {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `ndarray` backend is compiled in.
+#[cfg(not(feature = "ndarray"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_ndarray {
+    ($($t:tt)*) => {};
+}
+
+/// Expands its input only when the `wgpu` backend is compiled in.
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_wgpu {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `wgpu` backend is compiled in.
+#[cfg(not(feature = "wgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_wgpu {
+    ($($t:tt)*) => {};
+}
+
+/// Expands its input only when the `vulkan` backend is compiled in.
+#[cfg(feature = "vulkan")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_vulkan {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `vulkan` backend is compiled in.
+#[cfg(not(feature = "vulkan"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_vulkan {
+    ($($t:tt)*) => {};
+}
+
+/// Expands its input only when the `webgpu` backend is compiled in.
+#[cfg(feature = "webgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_webgpu {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `webgpu` backend is compiled in.
+#[cfg(not(feature = "webgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_webgpu {
+    ($($t:tt)*) => {};
+}
+
+/// Expands its input only when the `cuda` backend is compiled in.
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_cuda {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands its input only when the `cuda` backend is compiled in.
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_cuda {
+    ($($t:tt)*) => {};
+}
+
+#[doc(hidden)]
+pub use burn;
+
+/// The flex backend type.
+#[cfg(feature = "flex")]
+pub type Flex = burn::backend::Flex;
+/// The ndarray backend type.
+#[cfg(feature = "ndarray")]
+pub type NdArray = burn::backend::NdArray;
+/// The wgpu backend type (automatic graphics API).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+/// The wgpu backend forced onto Vulkan.
+#[cfg(feature = "vulkan")]
+pub type Vulkan = burn::backend::Vulkan;
+/// The wgpu backend with WGSL kernels.
+#[cfg(feature = "webgpu")]
+pub type WebGpu = burn::backend::WebGpu;
+/// The CUDA backend.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+/// The device `kind` runs on by default (the default wgpu adapter, the first CUDA device).
+#[doc(hidden)]
+pub fn default_device<B: Backend>(_kind: BackendKind) -> B::Device {
+    B::Device::default()
+}
+
+/// The error for a backend this build lacks.
+#[doc(hidden)]
+pub fn not_compiled(kind: BackendKind) -> BackendError {
+    BackendError::NotCompiled {
+        name: kind.name(),
+        compiled: compiled_list(),
     }
-    match kind {
-        BackendKind::Flex => {
-            #[cfg(feature = "flex")]
-            return Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default()));
-        }
-        BackendKind::NdArray => {
-            #[cfg(feature = "ndarray")]
-            return Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default()));
-        }
-        BackendKind::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            return Ok(task.run::<Autodiff<burn::backend::Wgpu>>(
-                burn::backend::wgpu::WgpuDevice::DefaultDevice,
-            ));
-        }
-        BackendKind::Vulkan => {
-            #[cfg(feature = "vulkan")]
-            return Ok(task.run::<Autodiff<burn::backend::Vulkan>>(
-                burn::backend::wgpu::WgpuDevice::DefaultDevice,
-            ));
-        }
-        BackendKind::WebGpu => {
-            #[cfg(feature = "webgpu")]
-            return Ok(task.run::<Autodiff<burn::backend::WebGpu>>(
-                burn::backend::wgpu::WgpuDevice::DefaultDevice,
-            ));
-        }
-        BackendKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            return Ok(task.run::<Autodiff<burn::backend::Cuda>>(Default::default()));
-        }
-    }
-    unreachable!("checked by is_compiled")
 }
 
 /// Adds 1 + 2 on the device and reads the answer back: the cheapest proof a device works.
-struct Probe;
-
-impl BackendTask for Probe {
-    type Output = Result<String, String>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let description = format!("{device:?}");
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let t = Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
-            let sum: f64 = t.sum().into_scalar().elem();
-            sum
-        }));
-        match result {
-            Ok(sum) if (sum - 3.0f64).abs() < 1e-6 => Ok(description),
-            Ok(sum) => Err(format!("1 + 2 gave {sum}")),
-            Err(panic) => Err(panic_message(panic.as_ref())),
-        }
+fn probe_on<B: Backend>(device: B::Device) -> Result<String, String> {
+    let description = format!("{device:?}");
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let t = Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
+        let sum: f64 = t.sum().into_scalar().elem();
+        sum
+    }));
+    match result {
+        Ok(sum) if (sum - 3.0f64).abs() < 1e-6 => Ok(description),
+        Ok(sum) => Err(format!("1 + 2 gave {sum}")),
+        Err(panic) => Err(panic_message(panic.as_ref())),
     }
 }
 
@@ -324,7 +406,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Backends panic when they find no device (no driver, no adapter); the panic is caught and the
 /// default panic message is silenced for the duration, so the caller decides what to print.
 pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
-    let outcome = silenced(|| catch_unwind(AssertUnwindSafe(|| run(kind, Probe))));
+    let outcome = silenced(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            with_backend!(kind, |B, device| { probe_on::<B>(device) })
+        }))
+    });
     match outcome {
         Ok(Ok(Ok(device))) => Ok(device),
         Ok(Ok(Err(reason))) => Err(BackendError::NoDevice {
@@ -383,10 +469,10 @@ fn has_hardware_gpu(kind: BackendKind) -> bool {
         for device in [WgpuDevice::DiscreteGpu(0), WgpuDevice::IntegratedGpu(0)] {
             let ok = catch_unwind(AssertUnwindSafe(|| match kind {
                 #[cfg(feature = "vulkan")]
-                BackendKind::Vulkan => Probe.run::<burn::backend::Vulkan>(device.clone()),
+                BackendKind::Vulkan => probe_on::<burn::backend::Vulkan>(device.clone()),
                 #[cfg(feature = "webgpu")]
-                BackendKind::WebGpu => Probe.run::<burn::backend::WebGpu>(device.clone()),
-                _ => Probe.run::<burn::backend::Wgpu>(device.clone()),
+                BackendKind::WebGpu => probe_on::<burn::backend::WebGpu>(device.clone()),
+                _ => probe_on::<burn::backend::Wgpu>(device.clone()),
             }));
             if matches!(ok, Ok(Ok(_))) {
                 return true;
@@ -457,7 +543,7 @@ mod tests {
     fn missing_backend_names_the_feature() {
         for kind in BackendKind::ALL {
             if !kind.is_compiled() {
-                let err = run(kind, Probe).unwrap_err();
+                let err = with_backend!(kind, |B, device| { probe_on::<B>(device) }).unwrap_err();
                 assert!(err
                     .to_string()
                     .contains(&format!("--features {}", kind.name())));

@@ -4,8 +4,7 @@ use std::io::BufRead;
 use std::time::Instant;
 
 use anyhow::bail;
-use burn::tensor::backend::Backend;
-use burn_zoo::backends::{self, BackendTask};
+use burn_zoo::backends::with_backend;
 use burn_zoo::bert::SentenceEncoder;
 use burn_zoo::resolve::{Family, ModelRef};
 use serde_json::json;
@@ -60,53 +59,6 @@ fn bert_model(spec: &str) -> anyhow::Result<ModelRef> {
     Ok(model)
 }
 
-enum Job {
-    Embed {
-        texts: Vec<String>,
-        batch: usize,
-        truncate: bool,
-    },
-    FillMask {
-        text: String,
-        top: usize,
-    },
-}
-
-struct BertTask {
-    model: ModelRef,
-    job: Job,
-}
-
-enum BertOut {
-    Embeddings(Vec<Vec<f32>>, Vec<bool>, f64),
-    Masks(Vec<Vec<burn_zoo::bert::Candidate>>),
-}
-
-impl BackendTask for BertTask {
-    type Output = anyhow::Result<BertOut>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let encoder = SentenceEncoder::<B>::load(&self.model.path, &device)?;
-        match self.job {
-            Job::Embed {
-                texts,
-                batch,
-                truncate,
-            } => {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let start = Instant::now();
-                let out = encoder.embed_detailed(&refs, batch.max(1), truncate)?;
-                Ok(BertOut::Embeddings(
-                    out.vectors,
-                    out.truncated,
-                    start.elapsed().as_secs_f64(),
-                ))
-            }
-            Job::FillMask { text, top } => Ok(BertOut::Masks(encoder.fill_masks(&text, top)?)),
-        }
-    }
-}
-
 fn embed_texts(
     ctx: &Context,
     model: ModelRef,
@@ -114,23 +66,19 @@ fn embed_texts(
     batch: usize,
     truncate: bool,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
+    if batch == 0 {
+        bail!("--batch-size must be at least 1");
+    }
     let kind = ctx.backend()?;
     let n = texts.len();
-    let out = backends::run(
-        kind,
-        BertTask {
-            model,
-            job: Job::Embed {
-                texts,
-                batch,
-                truncate,
-            },
-        },
-    )??;
-    let BertOut::Embeddings(vectors, truncated, secs) = out else {
-        unreachable!("an embed job returns embeddings")
-    };
-    for (i, t) in truncated.iter().enumerate() {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (out, secs) = with_backend!(kind, |B, device| {
+        let encoder = SentenceEncoder::<B>::load(&model.path, &device)?;
+        let start = Instant::now();
+        let out = encoder.embed_detailed(&refs, batch, truncate)?;
+        (out, start.elapsed().as_secs_f64())
+    })?;
+    for (i, t) in out.truncated.iter().enumerate() {
         if *t {
             eprintln!(
                 "warning: text {} was truncated to the model's maximum length",
@@ -142,7 +90,7 @@ fn embed_texts(
         "[{kind}] {n} texts in {secs:.3}s ({:.1} texts/s)",
         n as f64 / secs.max(1e-9)
     );
-    Ok(vectors)
+    Ok(out.vectors)
 }
 
 /// `zoo embed`.
@@ -208,20 +156,13 @@ pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
 /// `zoo fill-mask`.
 pub fn fill_mask(ctx: &Context, args: FillMaskArgs) -> anyhow::Result<()> {
     let model = bert_model(&args.model)?;
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
     let kind = ctx.backend()?;
-    let out = backends::run(
-        kind,
-        BertTask {
-            model,
-            job: Job::FillMask {
-                text: args.text.clone(),
-                top: args.top,
-            },
-        },
-    )??;
-    let BertOut::Masks(masks) = out else {
-        unreachable!("a fill-mask job returns candidates")
-    };
+    let masks = with_backend!(kind, |B, device| {
+        SentenceEncoder::<B>::load(&model.path, &device)?.fill_masks(&args.text, args.top)?
+    })?;
     if ctx.json {
         let list: Vec<_> = masks
             .iter()

@@ -1,18 +1,14 @@
-//! `zoo chat`: a conversation in the model's chat template, streaming each reply.
+//! `zoo chat`: a conversation in the model's chat format, streaming each reply.
 
 use std::io::{BufRead, Write};
+use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
-use burn::tensor::backend::Backend;
-use burn_zoo::backends::{self, BackendTask};
-use burn_zoo::glm;
-use burn_zoo::llama::{render, Message, Template};
-use burn_zoo::nn::{CausalLm, Sampling, TextTokenizer};
-use burn_zoo::resolve::ModelRef;
+use anyhow::bail;
+use burn_zoo::backends::with_backend;
+use burn_zoo::nn::{Conversation, GenerationConfig, Template, TemplateFormat};
 use serde_json::json;
 
-use super::run::{run_generation, with_causal_lm, LmExtras, LmVisitor, SamplingArgs};
-use super::{fetch, print_json, resolve_model, Context};
+use super::{fetch, print_json, resolve_model, stream_to_stdout, Context, SamplingArgs};
 
 /// Arguments of `zoo chat`.
 #[derive(Debug, clap::Args)]
@@ -40,146 +36,43 @@ pub struct ChatArgs {
 /// `zoo chat`.
 pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
     let model = resolve_model(&args.model)?;
-    // The catalog names a template for its models; the checkpoint's own one wins over it.
-    let catalog_template = fetch::catalog()
-        .ok()
-        .and_then(|c| c.get(&args.model).ok().map(|e| e.template.clone()))
-        .filter(|t| t != "none");
+    // --template wins; else the checkpoint's own format; else the catalog's for its models.
     let template = match &args.template {
         Some(name) => Some(Template::named(name)?),
         None => None,
     };
-    let sampling = args.sampling.sampling(false)?;
+    let catalog_template = fetch::catalog()
+        .ok()
+        .and_then(|c| c.get(&args.model).ok().map(|e| e.template.clone()))
+        .filter(|t| t != "none")
+        .map(|name| Template::named(&name))
+        .transpose()?;
     if ctx.json && args.message.is_none() {
         bail!("--json needs --message (one turn)");
     }
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: args.sampling.sampling(false)?,
+        stop_ids: None,
+    };
+    let stream = !ctx.json;
     let kind = ctx.backend()?;
-    backends::run(
-        kind,
-        ChatTask {
-            model,
-            args,
-            template,
-            catalog_template,
-            sampling,
-            json: ctx.json,
-        },
-    )?
-}
-
-/// How prompts are built from the conversation.
-enum Format {
-    /// A text template (the checkpoint's Jinja template or a named format).
-    Template(Template),
-    /// ChatGLM's own id-level format.
-    Glm(glm::Generation),
-}
-
-impl Format {
-    /// The prompt ids for the conversation so far (ending with the user's message).
-    fn prompt(
-        &self,
-        history: &[Message],
-        tokenizer: &TextTokenizer,
-        bos: Option<u32>,
-    ) -> anyhow::Result<Vec<u32>> {
-        match self {
-            Format::Template(template) => {
-                let text = render(template, history, true)?;
-                let mut ids = tokenizer.encode(&text, false)?;
-                if let Some(bos) = bos.filter(|_| !template.includes_bos()) {
-                    if ids.first() != Some(&bos) {
-                        ids.insert(0, bos);
-                    }
-                }
-                Ok(ids)
-            }
-            Format::Glm(generation) => {
-                let (query, past) = history.split_last().context("no message")?;
-                let turns: Vec<glm::chat::Turn> = past
-                    .chunks(2)
-                    .filter(|pair| pair.len() == 2)
-                    .map(|pair| (pair[0].content.clone(), pair[1].content.clone()))
-                    .collect();
-                Ok(glm::chat::render_ids(
-                    *generation,
-                    tokenizer,
-                    &turns,
-                    &query.content,
-                )?)
-            }
-        }
-    }
-}
-
-struct ChatTask {
-    model: ModelRef,
-    args: ChatArgs,
-    template: Option<Template>,
-    catalog_template: Option<String>,
-    sampling: Sampling,
-    json: bool,
-}
-
-impl BackendTask for ChatTask {
-    type Output = anyhow::Result<()>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let model = self.model.clone();
-        with_causal_lm::<B, _>(&model, &device, self)
-    }
-}
-
-impl LmVisitor for ChatTask {
-    type Out = ();
-
-    fn visit<B: Backend, M: CausalLm<B>>(self, model: &M, extras: LmExtras) -> anyhow::Result<()> {
-        let tokenizer = extras
-            .tokenizer
-            .as_ref()
-            .with_context(|| format!("{} has no tokenizer", self.model.path.display()))?;
-        // ChatGLM builds its prompts as ids in its own format; the rest render a template.
-        let format = match extras.glm_chat {
-            Some(generation) => {
-                if self.args.system.is_some() || self.template.is_some() {
-                    bail!("ChatGLM models use their own chat format: --system and --template do not apply");
-                }
-                Format::Glm(generation)
-            }
-            None => Format::Template(
-                match (self.template, extras.template.clone(), &self.catalog_template) {
-                    (Some(t), _, _) => t,
-                    (None, Some(t), _) => t,
-                    (None, None, Some(name)) => Template::named(name)?,
-                    (None, None, None) => bail!(
-                        "{} has no chat template: pass --template (chatml, alpaca, vicuna-v1.1, llama-2-chat, zephyr)",
-                        self.model.path.display()
-                    ),
-                },
-            ),
-        };
-        // Generation ends at the model's eos and at the format's end-of-turn tokens.
-        let mut stop = extras.stop_ids.clone();
-        match &format {
-            Format::Template(template) => {
-                for token in template.end_of_turn() {
-                    if let Some(id) = tokenizer.token_id(&token) {
-                        stop.push(id);
-                    }
+    with_backend!(kind, |B, device| {
+        let mut lm = burn_zoo::open::<B>(&model.path, &device)?;
+        match (template.clone(), &lm.chat_format) {
+            (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
+            (None, None) => {
+                if let Some(t) = catalog_template.clone() {
+                    lm.set_chat_format(Arc::new(TemplateFormat::new(t, None)));
                 }
             }
-            Format::Glm(generation) => stop.extend(glm::chat::stop_ids(*generation, tokenizer)?),
+            (None, Some(_)) => {}
         }
-        let mut history: Vec<Message> = Vec::new();
-        if let Some(system) = &self.args.system {
-            history.push(Message::new("system", system));
-        }
-        let context = model.max_positions();
-        let interactive = self.args.message.is_none();
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
+        lm.chat_format()?;
+        let mut conversation = Conversation::new(args.system.as_deref());
+        let mut lines = std::io::stdin().lock().lines();
         loop {
-            let user = match &self.args.message {
+            let user = match &args.message {
                 Some(m) => m.clone(),
                 None => {
                     eprint!("> ");
@@ -191,67 +84,29 @@ impl LmVisitor for ChatTask {
                 }
             };
             if user.trim() == "/reset" {
-                history.retain(|m| m.role == "system");
+                conversation.reset();
                 eprintln!("(history cleared)");
                 continue;
             }
-            history.push(Message::new("user", &user));
-            // Keep the conversation within the context: drop the oldest turns first.
-            let prompt = loop {
-                let ids = format.prompt(&history, tokenizer, extras.bos)?;
-                if ids.len() + self.args.max_new_tokens <= context {
-                    break ids;
-                }
-                let first_turn = history.iter().position(|m| m.role != "system");
-                match first_turn {
-                    Some(i) if history.len() - i > 1 => {
-                        history.remove(i);
-                    }
-                    _ => bail!(
-                        "the message ({} tokens) plus --max-new-tokens {} exceeds the context of {context}",
-                        ids.len(),
-                        self.args.max_new_tokens
-                    ),
-                }
-            };
-            let mut stdout = std::io::stdout().lock();
-            let stream = !self.json;
-            let sink = |piece: &str| -> anyhow::Result<()> {
-                write!(stdout, "{piece}")?;
-                stdout.flush()?;
-                Ok(())
-            };
-            let (ids, stats) = run_generation(
-                model,
-                &prompt,
-                self.args.max_new_tokens,
-                &self.sampling,
-                &stop,
-                Some(tokenizer),
-                stream.then_some(sink),
-            )?;
-            let reply_ids: Vec<u32> = ids
-                .iter()
-                .copied()
-                .filter(|id| !stop.contains(id))
-                .collect();
-            let reply = tokenizer.decode(&reply_ids, true)?;
-            if self.json {
+            conversation.push_user(&user);
+            let out = lm.reply(&mut conversation, &config, |piece| {
+                !stream || stream_to_stdout(piece)
+            })?;
+            if ctx.json {
                 print_json(&json!({
-                    "reply": reply.trim(),
-                    "prompt_tokens": prompt.len(),
-                    "new_tokens": ids.len(),
-                    "decode_tok_s": stats.decode_rate(),
+                    "reply": out.text.unwrap_or_default(),
+                    "prompt_tokens": out.stats.prompt_len,
+                    "new_tokens": out.stats.new_tokens,
+                    "decode_tok_s": out.stats.decode_rate(),
                 }))?;
             } else {
                 println!();
-                eprintln!("[{}]", stats.summary());
+                eprintln!("[{}]", out.stats.summary());
             }
-            history.push(Message::new("assistant", reply.trim()));
-            if !interactive {
+            if args.message.is_some() {
                 break;
             }
         }
-        Ok(())
-    }
+        anyhow::Ok(())
+    })?
 }

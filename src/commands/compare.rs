@@ -4,20 +4,20 @@
 mod measure;
 mod speed_svg;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use burn_zoo::catalog::compare::{self, Comparison};
+use burn_zoo::resolve::resolve_path;
 
-use super::{fetch, print_json, Context};
+use super::{fetch, names_a_path, print_json, Context};
 
 pub use measure::{measure_one, MeasureOneArgs, MeasureSettings};
 
 /// Arguments of `zoo compare`.
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// Catalog ids to put side by side (see `zoo list`); with --measure also model folders
-    /// and .gguf files.
+    /// Catalog ids (see `zoo list`), model folders or .gguf files to put side by side.
     #[arg(required = true)]
     pub models: Vec<String>,
     /// Print a Markdown table with footnotes stating the formulas.
@@ -48,6 +48,51 @@ pub struct CompareArgs {
     pub settings: MeasureSettings,
 }
 
+/// How each `MODEL` argument is shown in a table: a catalog id as it is, a path by its file
+/// name — with as many parent folders as it takes to tell paths with the same name apart.
+pub fn labels(models: &[String]) -> Vec<String> {
+    let tail = |model: &str, parts: usize| -> String {
+        if !names_a_path(model) {
+            return model.to_string();
+        }
+        let path = Path::new(model.trim_end_matches('/'));
+        let names: Vec<String> = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        let start = names.len().saturating_sub(parts);
+        let shown = names[start..].join("/");
+        if shown.is_empty() {
+            model.to_string()
+        } else {
+            shown
+        }
+    };
+    let mut parts = vec![1usize; models.len()];
+    loop {
+        let shown: Vec<String> = models
+            .iter()
+            .zip(&parts)
+            .map(|(m, &p)| tail(m, p))
+            .collect();
+        let mut changed = false;
+        for i in 0..models.len() {
+            let clash =
+                (0..models.len()).any(|j| j != i && shown[j] == shown[i] && models[j] != models[i]);
+            if clash && tail(&models[i], parts[i] + 1) != shown[i] {
+                parts[i] += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return shown;
+        }
+    }
+}
+
 /// Refuses to overwrite `path` without `--force`.
 fn check_overwrite(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
@@ -72,12 +117,19 @@ pub fn compare(ctx: &Context, args: CompareArgs) -> anyhow::Result<()> {
         bail!("--text is scored only when measuring: add --measure");
     }
     let catalog = fetch::catalog()?;
+    let labels = labels(&args.models);
     let models: Vec<Comparison> = args
         .models
         .iter()
-        .map(|id| -> anyhow::Result<Comparison> {
-            let entry = catalog.get(id)?;
-            Ok(compare::compare(entry)?)
+        .zip(&labels)
+        .map(|(model, label)| -> anyhow::Result<Comparison> {
+            if names_a_path(model) {
+                // A folder or .gguf file: described from its own config.
+                let found = resolve_path(Path::new(model))?;
+                let entry = burn_zoo::describe::catalog_entry(&found, label)?;
+                return Ok(compare::compare(&entry)?);
+            }
+            Ok(compare::compare(catalog.get(model)?)?)
         })
         .collect::<anyhow::Result<_>>()?;
 

@@ -18,6 +18,10 @@ pub struct FetchArgs {
     /// Only this source: hf, pip or npm (default: each in the catalog's order).
     #[arg(long)]
     pub source: Option<String>,
+    /// Hash every cached file again (by default a cached file whose size and modification
+    /// time are those recorded when it was verified is trusted).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// The catalog: zoo.toml as built in, or `ZOO_CATALOG`.
@@ -32,6 +36,15 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
 
 /// Fetches a catalog model (or finds it cached), with a progress bar on stderr.
 pub fn fetch_id(id: &str, source: Option<SourceKind>) -> anyhow::Result<FetchedModel> {
+    fetch_checked(id, source, false)
+}
+
+/// [`fetch_id`], hashing every cached file again when `verify` is set.
+fn fetch_checked(
+    id: &str,
+    source: Option<SourceKind>,
+    verify: bool,
+) -> anyhow::Result<FetchedModel> {
     let catalog = catalog()?;
     let entry = catalog.get(id)?;
     let cache = cache_dir()?;
@@ -71,7 +84,9 @@ pub fn fetch_id(id: &str, source: Option<SourceKind>) -> anyhow::Result<FetchedM
             FetchEvent::Checking { .. } | FetchEvent::Cached { .. } => {}
         }
     };
-    let opts = FetchOptions::new(cache, &progress).with_source(source);
+    let opts = FetchOptions::new(cache, &progress)
+        .with_source(source)
+        .with_verify(verify);
     let fetched = catalog::fetch(entry, &opts)?;
     if let Some(b) = bar.take() {
         b.finish_and_clear();
@@ -87,7 +102,7 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
         .map(|s| s.parse::<SourceKind>())
         .transpose()
         .context("--source")?;
-    let fetched = fetch_id(&args.model, source)?;
+    let fetched = fetch_checked(&args.model, source, args.verify)?;
     if ctx.json {
         print_json(&json!({ "id": fetched.id, "path": fetched.path }))
     } else {

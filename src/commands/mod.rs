@@ -12,6 +12,7 @@ pub mod word2vec;
 
 use anyhow::{bail, Context as _};
 use burn_zoo::backends::BackendKind;
+use burn_zoo::nn::Sampling;
 use burn_zoo::resolve::{resolve_path, ModelRef};
 
 /// Options every command takes.
@@ -65,6 +66,56 @@ pub fn parse_ids(text: &str) -> anyhow::Result<Vec<u32>> {
         bail!("--ids is empty: give at least one token id");
     }
     Ok(ids)
+}
+
+/// The sampling flags of `zoo generate` and `zoo chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Always take the most likely token.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature (generate: 1.0 by default; chat: greedy unless a sampling flag is
+    /// given).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Penalise tokens already in the sequence (1.0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 299792458)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The checked settings; `sample_by_default` says whether no flag at all means sampling
+    /// (generate) or greedy decoding (chat).
+    pub fn sampling(&self, sample_by_default: bool) -> anyhow::Result<Sampling> {
+        let asked_to_sample =
+            self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        let sampling = Sampling {
+            greedy: self.greedy || !(sample_by_default || asked_to_sample),
+            temperature: self.temperature.unwrap_or(1.0),
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+        };
+        sampling.validate().map_err(anyhow::Error::msg)?;
+        Ok(sampling)
+    }
+}
+
+/// Writes a piece of streamed text to stdout at once; `false` (stop) when stdout is closed.
+pub fn stream_to_stdout(piece: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok()
 }
 
 /// Prints a JSON value on stdout.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_bert::SentenceEncoder;
 use zoo_nn::{Activation, Dense};
 
@@ -32,9 +32,7 @@ struct Bench<'a> {
     minilm: Option<PathBuf>,
 }
 
-impl BackendTask for Bench<'_> {
-    type Output = ();
-
+impl Bench<'_> {
     fn run<B: Backend>(self, device: B::Device) {
         let kind = self.kind.name();
         let normal = Distribution::Normal(0.0, 1.0);
@@ -102,14 +100,14 @@ impl BackendTask for Bench<'_> {
 fn kernels(c: &mut Criterion) {
     let minilm = std::env::var_os("ZOO_MINILM_DIR").map(PathBuf::from);
     for kind in zoo_backends::test_backends().expect("backends") {
-        zoo_backends::run(
-            kind,
-            Bench {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (Bench {
                 c: &mut *c,
                 kind,
                 minilm: minilm.clone(),
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .expect("backend opens");
     }
 }

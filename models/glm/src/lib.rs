@@ -8,12 +8,13 @@
 //! - [`hf`]: GLM-4 as HF `GlmForCausalLM` (partial interleaved rotary, fused `gate_up_proj`).
 //! - [`memory`]: weight and KV-cache memory of a configuration (`zoo info`).
 //! - [`tokenizer`], [`chat`]: the tokenizers of each generation and their chat prompt formats.
+//! - [`open`]: any generation behind one type ([`Glm`]), with tokenizer and chat format.
 
 pub mod chat;
 pub mod error;
 pub mod hf;
 pub mod memory;
-pub mod rope;
+pub mod open;
 pub mod tokenizer;
 pub mod v1;
 pub mod v2;
@@ -21,6 +22,7 @@ pub mod v2;
 pub use chat::{render_ids, stop_ids, Generation};
 pub use error::GlmError;
 pub use hf::{GlmHf, GlmHfCache, GlmHfConfig};
+pub use open::{open, Glm, GlmCache, GlmFormat, GlmGenerator};
 pub use v1::{ChatGlmV1, ChatGlmV1Config, PromptLayout, V1Cache};
 pub use v2::{ChatGlmV2, ChatGlmV2Config, V2Cache};
 

@@ -37,16 +37,16 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, KvCache};
 use zoo_nn::rope::rope_half;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{Activation, CausalLm, LayerNorm, Logits, WeightError};
+use zoo_nn::{Activation, CausalLm, Dense, LayerNorm, Logits, WeightError};
 
 use crate::error::{check_ids, read_config, GlmError};
-use crate::rope::cos_sin;
+use zoo_nn::rope::cos_sin_at;
 
 /// `num_layers` the original `GLMBlock` uses for `alpha` whatever the config says.
 const ORIGINAL_BLOCK_LAYERS: f64 = 28.0;
@@ -165,7 +165,7 @@ pub struct ChatGlmV1<B: Backend> {
     /// Final LayerNorm.
     pub final_layernorm: LayerNorm<B>,
     /// LM head (absent when only hidden states are loaded).
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Dense<B>>,
     /// P-Tuning v2 prefix keys/values, `[num_layers * 2, heads, pre_seq_len, head_dim]`
     /// (even index keys, odd values of the same layer).
     pub prefix: Option<Param<Tensor<B, 4>>>,
@@ -183,15 +183,15 @@ pub struct V1Block<B: Backend> {
     /// Norm before attention.
     pub input_layernorm: LayerNorm<B>,
     /// Fused q/k/v, output per head `[q, k, v]` of `head_dim` each.
-    pub query_key_value: Linear<B>,
+    pub query_key_value: Dense<B>,
     /// Attention output projection.
-    pub dense: Linear<B>,
+    pub dense: Dense<B>,
     /// Norm before the MLP.
     pub post_attention_layernorm: LayerNorm<B>,
     /// MLP up projection.
-    pub dense_h_to_4h: Linear<B>,
+    pub dense_h_to_4h: Dense<B>,
     /// MLP down projection.
-    pub dense_4h_to_h: Linear<B>,
+    pub dense_4h_to_h: Dense<B>,
     /// `sqrt(2 * 28)` (see the module doc).
     pub alpha: f64,
     /// `layer + 1`.
@@ -349,8 +349,8 @@ impl<B: Backend> ChatGlmV1<B> {
         let mut x = self.word_embeddings.forward(ids);
         let mask = (t > 1).then(|| prefix_lm_mask::<B>(t, past, context, &device));
         let inv_freq = &self.layers[0].inv_freq;
-        let rot_pos = cos_sin::<B>(inv_freq, positions, &device);
-        let rot_block = cos_sin::<B>(inv_freq, block_positions, &device);
+        let rot_pos = cos_sin_at::<B>(inv_freq, positions, &device);
+        let rot_block = cos_sin_at::<B>(inv_freq, block_positions, &device);
         for (block, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             x = block.forward(
                 x,
@@ -447,13 +447,9 @@ impl<B: Backend> CausalLm<B> for ChatGlmV1<B> {
         logits: Logits,
     ) -> Result<Tensor<B, 3>, GlmError> {
         let [b, t] = ids.dims();
-        let host: Vec<i64> = ids
-            .to_data()
-            .convert::<i64>()
-            .into_vec()
-            .map_err(|e| GlmError::Input(format!("token ids: {e:?}")))?;
-        check_ids(&host, self.vocab_size())?;
         let [gmask, mask, bos] = self.special;
+        // Only the prompt is read on the host (its [gMASK] and <sop> fix the layout); later
+        // steps take their positions from the layout without copying ids back.
         let (layout, context) = match cache.layout {
             Some(layout) => (layout, 0),
             None => {
@@ -462,6 +458,12 @@ impl<B: Backend> CausalLm<B> for ChatGlmV1<B> {
                         "ChatGLM-6B prompts run one at a time (batch 1)".into(),
                     ));
                 }
+                let host: Vec<i64> = ids
+                    .to_data()
+                    .convert::<i64>()
+                    .into_vec()
+                    .map_err(|e| GlmError::Input(format!("token ids: {e:?}")))?;
+                check_ids(&host, self.vocab_size())?;
                 let row: Vec<u32> = host.iter().map(|&i| i as u32).collect();
                 let layout = PromptLayout::of(&row, gmask, mask, bos)?;
                 cache.layout = Some(layout);
@@ -558,12 +560,12 @@ pub fn from_weights<B: Backend>(
     };
     // The original's GLMBlock default (num_layers = 28), never overridden: see the module doc.
     let alpha = (2.0 * ORIGINAL_BLOCK_LAYERS).sqrt();
-    let inv_freq = round_f16(crate::rope::inv_freq_f32(hd / 2, 10000.0));
+    let inv_freq = round_f16(zoo_nn::rope::inv_freq_f32(hd / 2, 10000.0));
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let b = format!("{p}layers.{i}");
         let lin = |w: &mut Weights, name: &str, din: usize, dout: usize| {
-            w.linear::<B>(
+            w.dense::<B>(
                 &format!("{b}.{name}"),
                 din,
                 dout,
@@ -586,7 +588,7 @@ pub fn from_weights<B: Backend>(
     }
     let final_layernorm = norm(weights, &format!("{p}final_layernorm"))?;
     let lm_head = if weights.contains("lm_head.weight") {
-        Some(weights.linear("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     } else {
         None
     };
@@ -655,7 +657,7 @@ pub(crate) fn prefix_from_encoder<B: Backend>(
             [pre, emb_dim],
             device,
         )?;
-        let l0 = weights.linear::<B>(
+        let l0 = weights.dense::<B>(
             &format!("{prefix}.trans.0"),
             emb_dim,
             hidden,
@@ -663,7 +665,7 @@ pub(crate) fn prefix_from_encoder<B: Backend>(
             LinearLayout::OutIn,
             device,
         )?;
-        let l2 = weights.linear::<B>(
+        let l2 = weights.dense::<B>(
             &format!("{prefix}.trans.2"),
             hidden,
             kv,

@@ -31,16 +31,16 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{CausalLm, Logits, RmsNorm};
+use zoo_nn::{CausalLm, Dense, Logits, RmsNorm};
 
-use crate::error::{check_ids, read_config, GlmError};
-use crate::rope::{cos_sin, inv_freq_f32};
+use crate::error::{read_config, GlmError};
+use zoo_nn::rope::{cos_sin_at, inv_freq_f32};
 
 /// `config.json` of ChatGLM2/3 and GLM-4 (`chatglm` layout).
 #[derive(Debug, Clone, Deserialize)]
@@ -159,7 +159,7 @@ pub struct ChatGlmV2<B: Backend> {
     /// Final RMSNorm.
     pub final_layernorm: RmsNorm<B>,
     /// LM head (absent when only hidden states are loaded).
-    pub output_layer: Option<Linear<B>>,
+    pub output_layer: Option<Dense<B>>,
     /// P-Tuning v2 prefix, `[num_layers * 2, groups, pre_seq_len, kv_channels]`.
     pub prefix: Option<Param<Tensor<B, 4>>>,
     /// Query heads.
@@ -180,15 +180,15 @@ pub struct V2Block<B: Backend> {
     /// Norm before attention.
     pub input_layernorm: RmsNorm<B>,
     /// Fused `[q, k, v]` projection.
-    pub query_key_value: Linear<B>,
+    pub query_key_value: Dense<B>,
     /// Attention output projection.
-    pub dense: Linear<B>,
+    pub dense: Dense<B>,
     /// Norm before the MLP.
     pub post_attention_layernorm: RmsNorm<B>,
     /// `[gate, up]` projection.
-    pub dense_h_to_4h: Linear<B>,
+    pub dense_h_to_4h: Dense<B>,
     /// Down projection.
-    pub dense_4h_to_h: Linear<B>,
+    pub dense_4h_to_h: Dense<B>,
 }
 
 /// Key/value caches (the P-Tuning prefix, if any, at the front).
@@ -249,7 +249,7 @@ impl<B: Backend> ChatGlmV2<B> {
             )));
         }
         let positions: Vec<usize> = (start..start + t).collect();
-        let rot = cos_sin::<B>(&self.inv_freq, &positions, &device);
+        let rot = cos_sin_at::<B>(&self.inv_freq, &positions, &device);
         let mask = (t > 1).then(|| causal_mask::<B>(t, past, &device).unsqueeze::<4>());
         let mut x = self.word_embeddings.forward(ids);
         for (block, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
@@ -316,12 +316,8 @@ impl<B: Backend> CausalLm<B> for ChatGlmV2<B> {
         cache: &mut Self::Cache,
         logits: Logits,
     ) -> Result<Tensor<B, 3>, GlmError> {
-        let host: Vec<i64> = ids
-            .to_data()
-            .convert::<i64>()
-            .into_vec()
-            .map_err(|e| GlmError::Input(format!("token ids: {e:?}")))?;
-        check_ids(&host, self.vocab_size())?;
+        // Ids stay on the device: callers check them against the vocabulary (the generation
+        // loop and `TextGenerator` do) instead of a copy to the host at every step.
         let hidden = self.hidden(ids, cache)?;
         if logits == Logits::Hidden {
             return Ok(hidden);
@@ -413,7 +409,7 @@ pub fn from_weights<B: Backend>(
         let qkv_bias = config.add_bias_linear || config.add_qkv_bias;
         layers.push(V2Block {
             input_layernorm: norm(weights, &format!("{b}.input_layernorm"))?,
-            query_key_value: weights.linear(
+            query_key_value: weights.dense(
                 &format!("{b}.self_attention.query_key_value"),
                 d,
                 (h + 2 * g) * hd,
@@ -421,7 +417,7 @@ pub fn from_weights<B: Backend>(
                 LinearLayout::OutIn,
                 device,
             )?,
-            dense: weights.linear(
+            dense: weights.dense(
                 &format!("{b}.self_attention.dense"),
                 h * hd,
                 d,
@@ -430,7 +426,7 @@ pub fn from_weights<B: Backend>(
                 device,
             )?,
             post_attention_layernorm: norm(weights, &format!("{b}.post_attention_layernorm"))?,
-            dense_h_to_4h: weights.linear(
+            dense_h_to_4h: weights.dense(
                 &format!("{b}.mlp.dense_h_to_4h"),
                 d,
                 2 * ffn,
@@ -438,7 +434,7 @@ pub fn from_weights<B: Backend>(
                 LinearLayout::OutIn,
                 device,
             )?,
-            dense_4h_to_h: weights.linear(
+            dense_4h_to_h: weights.dense(
                 &format!("{b}.mlp.dense_4h_to_h"),
                 ffn,
                 d,
@@ -451,7 +447,7 @@ pub fn from_weights<B: Backend>(
     let final_layernorm = norm(weights, &format!("{p}encoder.final_layernorm"))?;
     let head_name = format!("{p}output_layer");
     let output_layer = if weights.contains(&format!("{head_name}.weight")) {
-        Some(weights.linear(&head_name, d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.dense(&head_name, d, vocab, false, LinearLayout::OutIn, device)?)
     } else {
         None
     };

@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_gpt2::Gpt2Config;
 use zoo_nn::{ids_tensor, Activation, CausalLm, LayerNorm, Logits, Weights};
 
@@ -81,9 +81,7 @@ struct Bench<'a> {
     kind: BackendKind,
 }
 
-impl BackendTask for Bench<'_> {
-    type Output = ();
-
+impl Bench<'_> {
     fn run<B: Backend>(self, device: B::Device) {
         let kind = self.kind.name();
         let mut weights = Weights::from_f32("random", tensors());
@@ -146,7 +144,10 @@ impl BackendTask for Bench<'_> {
 
 fn kernels(c: &mut Criterion) {
     for kind in zoo_backends::test_backends().expect("backends") {
-        zoo_backends::run(kind, Bench { c: &mut *c, kind }).expect("backend opens");
+        zoo_backends::with_backend!(kind, |B, device| {
+            (Bench { c: &mut *c, kind }).run::<B>(device)
+        })
+        .expect("backend opens");
     }
 }
 

@@ -3,12 +3,13 @@
 //!
 //! - [`config`]: `Gpt2Config`, a mirror of HF `config.json`.
 //! - [`model`]: `Gpt2<B>`, the module, readable top to bottom.
-//! - [`load`]: checkpoint names to module fields, strict about every tensor.
+//! - [`load`]: checkpoint names to module fields, strict about every tensor; [`open`] adds the
+//!   tokenizer and stop id.
 
 pub mod config;
 pub mod load;
 pub mod model;
 
 pub use config::Gpt2Config;
-pub use load::{load, Gpt2Error};
+pub use load::{load, open, Gpt2Error, Gpt2Generator};
 pub use model::{Gpt2, Gpt2Cache};

@@ -21,7 +21,7 @@ use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::LayerNorm;
+use zoo_nn::{LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError};
 
 use crate::model::{Attention, Block, Gpt2, Mlp};
 use crate::Gpt2Config;
@@ -40,6 +40,27 @@ pub enum Gpt2Error {
     /// The weights do not fit the config, or the file is damaged.
     #[error(transparent)]
     Weights(#[from] WeightError),
+    /// The tokenizer files are unreadable.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// A GPT-2 model with its tokenizer and stop id.
+pub type Gpt2Generator<B> = TextGenerator<B, Gpt2<B>>;
+
+/// Opens a GPT-2 folder with its tokenizer (`tokenizer.json`, `vocab.json` + `merges.txt`, or
+/// OpenAI's `encoder.json` + `vocab.bpe`) and eos id. GPT-2 has no chat format of its own.
+pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2Generator<B>, Gpt2Error> {
+    let (config, model) = load(dir, device)?;
+    let tokenizer = TextTokenizer::from_dir(dir)?;
+    Ok(TextGenerator::new(
+        model,
+        dir,
+        tokenizer,
+        TextEncoding::Tokenizer,
+        None,
+        config.eos_token_id.into_iter().collect(),
+    ))
 }
 
 /// Reads `config.json` from a model folder.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_nn::rope::{default_inv_freq, rope_half, RotaryTable};
 use zoo_nn::{ids_tensor, Activation, CausalLm, Logits, RmsNorm};
 
@@ -102,9 +102,7 @@ struct Bench<'a> {
     dir: PathBuf,
 }
 
-impl BackendTask for Bench<'_> {
-    type Output = ();
-
+impl Bench<'_> {
     fn run<B: Backend>(self, device: B::Device) {
         let kind = self.kind.name();
         let (_, model) = zoo_llama::load::<B>(&self.dir, &device).expect("load the layer");
@@ -186,14 +184,14 @@ impl BackendTask for Bench<'_> {
 fn kernels(c: &mut Criterion) {
     let dir = checkpoint();
     for kind in zoo_backends::test_backends().expect("backends") {
-        zoo_backends::run(
-            kind,
-            Bench {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (Bench {
                 c: &mut *c,
                 kind,
                 dir: dir.clone(),
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .expect("backend opens");
     }
     let _ = std::fs::remove_dir_all(&dir);

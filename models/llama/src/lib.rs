@@ -5,14 +5,16 @@
 //! - [`config`]: `LlamaConfig`, a mirror of HF `config.json`.
 //! - [`model`]: `Llama<B>`, the module, readable top to bottom.
 //! - [`load`]: HF folders and GGUF files to the module, strict about every tensor.
-//! - [`chat`]: chat templates (the checkpoint's Jinja, Alpaca, Vicuna, LLaMA-2, ChatML, Zephyr).
+//! - [`open`]: a model with tokenizer, chat template and stop ids ([`LlamaGenerator`]).
+//!
+//! The chat templates (the checkpoint's Jinja, Alpaca, Vicuna, LLaMA-2, ChatML, Zephyr) are
+//! shared by every family and live in `zoo_nn::chat`.
 
-pub mod chat;
 pub mod config;
 pub mod load;
 pub mod model;
 
-pub use chat::{render, ChatError, Message, Template};
 pub use config::{LlamaConfig, RopeScaling};
-pub use load::{config_from_gguf, from_weights, load, load_gguf, open, LlamaError, LoadedLlama};
+pub use load::{config_from_gguf, from_weights, load, load_gguf, open, LlamaError, LlamaGenerator};
 pub use model::{Llama, LlamaCache};
+pub use zoo_nn::chat::{render, ChatError, Message, Template};

@@ -24,15 +24,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_gguf::{GgufError, GgufFile};
+use zoo_nn::chat::{ChatError, ChatFormat, Template, TemplateFormat};
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::{RmsNorm, TextTokenizer, TokenizerError};
+use zoo_nn::{RmsNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError};
 
-use crate::chat::Template;
 use crate::config::{LlamaConfig, RopeScalingConfig, TokenIds};
 use crate::model::{Attention, DecoderLayer, Llama, LlamaRope, Mlp};
 
@@ -71,30 +72,18 @@ pub enum LlamaError {
     Tokenizer(#[from] TokenizerError),
     /// The chat template is invalid.
     #[error(transparent)]
-    Chat(#[from] crate::chat::ChatError),
+    Chat(#[from] ChatError),
 }
 
-/// A loaded model with what a chat needs: tokenizer, template and stop ids.
-#[derive(Debug)]
-pub struct LoadedLlama<B: Backend> {
-    /// The resolved config.
-    pub config: LlamaConfig,
-    /// The module.
-    pub model: Llama<B>,
-    /// The tokenizer (`tokenizer.json` of the folder, or the one inside the GGUF file).
-    pub tokenizer: Option<TextTokenizer>,
-    /// The checkpoint's own chat template, if it ships one.
-    pub template: Option<Template>,
-    /// End-of-sequence / end-of-turn ids at which generation stops.
-    pub stop_ids: Vec<u32>,
-    /// Beginning-of-sequence id.
-    pub bos_id: Option<u32>,
-    /// Whether the tokenizer adds bos itself when encoding with special tokens.
-    pub add_bos: bool,
-}
+/// A LLaMA model with its tokenizer, prompt encoding, chat format and stop ids.
+pub type LlamaGenerator<B> = TextGenerator<B, Llama<B>>;
 
-/// Opens a HF folder or a `.gguf` file with tokenizer, template and stop ids.
-pub fn open<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedLlama<B>, LlamaError> {
+/// Opens a HF folder or a `.gguf` file with its tokenizer, chat template and stop ids.
+///
+/// Text prompts are encoded as transformers' `tokenizer(text)` does (the post-processor of
+/// `tokenizer.json` adds Llama-2's `<s>`), or as llama.cpp does for GGUF files
+/// (`tokenizer.ggml.add_bos_token`).
+pub fn open<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
     if path.is_file()
         && path
             .extension()
@@ -120,63 +109,65 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, LlamaError> {
         .map_err(|e| bad(e.to_string()))
 }
 
-fn open_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedLlama<B>, LlamaError> {
+fn open_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
     let (config, model) = load(dir, device)?;
     let tokenizer = TextTokenizer::from_dir(dir)?;
-    let mut stop_ids = config.eos_ids();
+    let mut eos_ids = config.eos_ids();
     if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
         if let Some(eos) = gen.get("eos_token_id") {
             if let Ok(ids) = serde_json::from_value::<TokenIds>(eos.clone()) {
-                stop_ids.extend(ids.to_vec());
+                eos_ids.extend(ids.to_vec());
             }
         }
     }
-    let mut template = None;
-    if let Some(tc) = read_json(&dir.join("tokenizer_config.json"))? {
-        let text = match tc.get("chat_template") {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            // A list of named templates: take `default`, else the first.
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .or(list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(|t| t.as_str())
-                .map(str::to_string),
-            _ => None,
-        };
-        let token = |key: &str| -> String {
-            match tc.get(key) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v) => v
-                    .get("content")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                None => String::new(),
-            }
-        };
-        if let Some(text) = text {
-            template = Some(Template::jinja(
-                &text,
-                &token("bos_token"),
-                &token("eos_token"),
-            )?);
-        }
-    }
-    if let (Some(tok), Some(t)) = (&tokenizer, &template) {
-        stop_ids.extend(t.end_of_turn().iter().filter_map(|s| tok.token_id(s)));
-    }
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
-    Ok(LoadedLlama {
-        bos_id: config.bos_token_id,
-        add_bos: false,
-        config,
+    let template = match read_json(&dir.join("tokenizer_config.json"))? {
+        Some(tc) => hf_chat_template(&tc)?,
+        None => None,
+    };
+    // transformers' apply_chat_template adds no bos beyond what the template writes.
+    let format = template.map(|t| Arc::new(TemplateFormat::new(t, None)) as Arc<dyn ChatFormat>);
+    Ok(TextGenerator::new(
         model,
+        dir,
         tokenizer,
-        template,
-        stop_ids,
+        TextEncoding::Tokenizer,
+        format,
+        eos_ids,
+    ))
+}
+
+/// The chat template of a `tokenizer_config.json`, with its bos/eos token texts.
+fn hf_chat_template(tc: &serde_json::Value) -> Result<Option<Template>, LlamaError> {
+    let text = match tc.get("chat_template") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        // A list of named templates: take `default`, else the first.
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or(list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    let token = |key: &str| -> String {
+        match tc.get(key) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string(),
+            None => String::new(),
+        }
+    };
+    Ok(match text {
+        Some(text) => Some(Template::jinja(
+            &text,
+            &token("bos_token"),
+            &token("eos_token"),
+        )?),
+        None => None,
     })
 }
 
@@ -516,7 +507,7 @@ fn load_gguf_file<B: Backend>(
     Ok((config, model))
 }
 
-fn open_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedLlama<B>, LlamaError> {
+fn open_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
     let file = GgufFile::open(path).map_err(|source| LlamaError::Gguf {
         path: path.to_path_buf(),
         source,
@@ -531,6 +522,7 @@ fn open_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedLlama<
         None
     };
     let add_bos = gguf_tok.as_ref().is_some_and(|t| t.add_bos);
+    // The GGUF tokenizer's post-processor adds bos itself when the file asks for it.
     let tokenizer = gguf_tok.map(|t| TextTokenizer::new(t.tokenizer));
     let token_text = |id: Option<u32>| -> String {
         let tokens = file.get_str_array("tokenizer.ggml.tokens").ok();
@@ -545,26 +537,23 @@ fn open_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedLlama<
         )?),
         None => None,
     };
-    let mut stop_ids = config.eos_ids();
+    // llama.cpp tokenizes a rendered chat with bos first when the file asks for it.
+    let bos = config.bos_token_id.filter(|_| add_bos);
+    let format = template.map(|t| Arc::new(TemplateFormat::new(t, bos)) as Arc<dyn ChatFormat>);
+    let mut eos_ids = config.eos_ids();
     for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
         if let Ok(id) = file.get_u32(key) {
-            stop_ids.push(id);
+            eos_ids.push(id);
         }
     }
-    if let (Some(tok), Some(t)) = (&tokenizer, &template) {
-        stop_ids.extend(t.end_of_turn().iter().filter_map(|s| tok.token_id(s)));
-    }
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
-    Ok(LoadedLlama {
-        bos_id: config.bos_token_id,
-        add_bos,
-        config,
+    Ok(TextGenerator::new(
         model,
+        path,
         tokenizer,
-        template,
-        stop_ids,
-    })
+        TextEncoding::Tokenizer,
+        format,
+        eos_ids,
+    ))
 }
 
 #[cfg(test)]

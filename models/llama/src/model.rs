@@ -186,7 +186,7 @@ pub struct LlamaCache<B: Backend> {
 }
 
 impl<B: Backend> Llama<B> {
-    /// Hidden states before the final norm.
+    /// Hidden states after the final norm (transformers' `last_hidden_state`).
     ///
     /// # Shapes
     /// - `ids`: `[batch, t]` → `[batch, t, d]`
@@ -210,15 +210,14 @@ impl<B: Backend> Llama<B> {
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward(x, &cos, &sin, layer_cache, mask.clone())?;
         }
-        Ok(x)
+        Ok(self.norm.forward(x))
     }
 
-    /// Logits over the vocabulary from hidden states (final norm, then the head).
+    /// Logits over the vocabulary from the final hidden states.
     ///
     /// # Shapes
     /// - `hidden`: `[batch, t, d]` → `[batch, t, vocab]`
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let hidden = self.norm.forward(hidden);
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {

@@ -55,6 +55,10 @@ impl<B: Backend> RmsNorm<B> {
     /// `x`: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let ms = x.clone().powi_scalar(2).mean_dim(D - 1);
-        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze()
+        // A division, not `recip()`: burn-ndarray 0.21 computes `recip` with the CPU's
+        // approximate reciprocal instruction (relative error up to 2⁻¹⁴) when the buffer is
+        // aligned for SIMD and exactly otherwise, so its logits drifted by 1e-4 and changed
+        // from run to run with the allocator's alignment.
+        x / (ms + self.eps).sqrt() * self.weight.val().unsqueeze()
     }
 }

@@ -75,6 +75,17 @@ pub fn dynamic_ntk_inv_freq(
     default_inv_freq(dim, base)
 }
 
+/// `1 / base^(2i / dim)` for `i < dim / 2`, computed in f32 as PyTorch computes it when the
+/// original code builds `inv_freq` in f32 (GLM).
+pub fn inv_freq_f32(dim: usize, base: f64) -> Vec<f64> {
+    (0..dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / dim as f32;
+            (1.0f32 / (base as f32).powf(exponent)) as f64
+        })
+        .collect()
+}
+
 /// cos and sin for positions `start..start + t` with these frequencies, without a table:
 /// `[t, inv_freq.len()]` each (for frequencies that change with the sequence length).
 pub fn cos_sin<B: Backend>(
@@ -83,19 +94,32 @@ pub fn cos_sin<B: Backend>(
     t: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let positions: Vec<usize> = (start..start + t).collect();
+    cos_sin_at(inv_freq, &positions, device)
+}
+
+/// cos and sin of `position * inv_freq[i]` for arbitrary positions (GLM's 2-D positions are
+/// not consecutive): `[positions.len(), inv_freq.len()]` each, in f32 as PyTorch computes them
+/// (f32 position × f32 frequency).
+pub fn cos_sin_at<B: Backend>(
+    inv_freq: &[f64],
+    positions: &[usize],
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for p in start..start + t {
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
         for &f in inv_freq {
             let angle = (p as f32) * (f as f32);
             cos.push(angle.cos());
             sin.push(angle.sin());
         }
     }
+    let shape = [positions.len(), half];
     (
-        Tensor::from_data(TensorData::new(cos, [t, half]), device),
-        Tensor::from_data(TensorData::new(sin, [t, half]), device),
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
     )
 }
 

@@ -12,6 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Result as W2vResult, Word2VecError};
+pub use crate::train::HostBatch;
 use crate::train::{Architecture, Progress, TrainConfig, Trained};
 use crate::vocab::{Corpus, Huffman, Vocab};
 
@@ -338,25 +339,6 @@ tables_impl!(SkipGram);
 tables_impl!(Cbow);
 
 // ---------------------------------------------------------------- large-batch training on any backend
-
-/// One batch of training pairs on the host, as the C tool samples them.
-#[derive(Debug, Clone, Default)]
-pub struct HostBatch {
-    /// Rows N.
-    pub n: usize,
-    /// Context width C (1 for skip-gram).
-    pub c: usize,
-    /// `[N, C]` input ids (padding: 0).
-    pub inputs: Vec<i32>,
-    /// `[N, C]` 1 for real inputs, 0 for padding.
-    pub input_mask: Vec<f32>,
-    /// `[N]` targets.
-    pub target: Vec<i32>,
-    /// `[N, K]` negatives.
-    pub negatives: Vec<i32>,
-    /// `[N, K]` 0 where a negative equals its target.
-    pub neg_mask: Vec<f32>,
-}
 
 /// Trains a model with large-batch SGD through autodiff on backend `B` (the GPU path): the same
 /// sampling as the CPU trainer (sub-sampling, shrunk windows, unigram^0.75 negatives, linear

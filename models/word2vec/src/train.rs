@@ -770,7 +770,7 @@ impl Sampler {
     }
 
     /// Pads pairs into a batch and draws their negatives.
-    pub fn batch(&mut self, pairs: &[Pair], arch: Architecture) -> crate::model::HostBatch {
+    pub fn batch(&mut self, pairs: &[Pair], arch: Architecture) -> HostBatch {
         let c = match arch {
             Architecture::SkipGram => 1,
             Architecture::Cbow => pairs
@@ -781,7 +781,7 @@ impl Sampler {
                 .max(1),
         };
         let (n, k) = (pairs.len(), self.negative);
-        let mut hb = crate::model::HostBatch {
+        let mut hb = HostBatch {
             n,
             c,
             inputs: vec![0; n * c],
@@ -821,6 +821,25 @@ fn keep_thresholds(vocab: &Vocab, sample: f64) -> Vec<u32> {
             (p.min(1.0) * (1u64 << 24) as f64) as u32
         })
         .collect()
+}
+
+/// One batch of training pairs on the host, as the C tool samples them.
+#[derive(Debug, Clone, Default)]
+pub struct HostBatch {
+    /// Rows N.
+    pub n: usize,
+    /// Context width C (1 for skip-gram).
+    pub c: usize,
+    /// `[N, C]` input ids (padding: 0).
+    pub inputs: Vec<i32>,
+    /// `[N, C]` 1 for real inputs, 0 for padding.
+    pub input_mask: Vec<f32>,
+    /// `[N]` targets.
+    pub target: Vec<i32>,
+    /// `[N, K]` negatives.
+    pub negatives: Vec<i32>,
+    /// `[N, K]` 0 where a negative equals its target.
+    pub neg_mask: Vec<f32>,
 }
 
 // ---------------------------------------------------------------- one exact step (reference)

@@ -4,39 +4,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use burn_zoo::backends::{self, BackendKind, BackendTask};
-use burn_zoo::bert::{self, SentenceEncoder};
+use burn_zoo::backends::{self, with_backend, BackendKind};
+use burn_zoo::bench::{
+    peak_rss_bytes, BenchSettings, MEMORY_METHOD, PERPLEXITY_METHOD, PSEUDO_PERPLEXITY_METHOD,
+    SPEED_METHOD,
+};
 use burn_zoo::catalog::compare::{self, Comparison};
-use burn_zoo::nn::{ids_tensor, CausalLm, Logits};
-use burn_zoo::resolve::{resolve_path, Family, ModelRef};
+use burn_zoo::resolve::{resolve_path, ModelRef};
 use serde_json::{json, Value};
 
 use super::speed_svg::{speed_svg, SpeedBar};
 use super::{check_overwrite, CompareArgs};
-use crate::commands::bench::{bert_rates, causal_rates, peak_rss_bytes, spread};
-use crate::commands::run::{with_causal_lm, LmExtras, LmVisitor};
 use crate::commands::{fetch, names_a_path, print_json, Context};
-
-/// Masked copies of a sentence per forward pass when computing pseudo-perplexity.
-const MLM_BATCH: usize = 16;
-
-/// How speed is measured, for footnotes and JSON.
-const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
-
-/// How memory is measured, for footnotes and JSON.
-const MEMORY_METHOD: &str = "peak resident memory (VmHWM, Linux) of a child process of zoo that loaded and measured only this model on this backend: weights, activations and the backend's own allocations; GPU memory is not included; MB = 10⁶ bytes";
-
-/// How perplexity is computed, for footnotes and JSON.
-const PERPLEXITY_METHOD: &str = "perplexity = exp(mean negative log-likelihood of each next token) over the --text file as one string, tokenized by the model's own tokenizer (BOS first where the model adds one; the first token is not scored). A text longer than the window (the model's context, or --window) is scored in windows moved by --stride tokens (default half the window): each token is scored once, in the first window that contains it after the part already scored, so after the first window every token has at least window − stride tokens of left context (the strided method of the Hugging Face perplexity guide)";
-
-/// How pseudo-perplexity is computed, for footnotes and JSON.
-const PSEUDO_PERPLEXITY_METHOD: &str = "pseudo-perplexity (Salazar et al. 2020, Masked Language Model Scoring) = exp(−mean log p(token | all other tokens)), each token replaced by [MASK] in turn; every non-empty line of the --text file is one sequence [CLS] line [SEP] (a line longer than the model's maximum length is cut into pieces); only BERT checkpoints with a masked-LM head (cls.predictions) have one";
 
 /// The measurement settings `compare --measure` passes on to each child.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,16 +59,22 @@ impl MeasureSettings {
         args
     }
 
+    fn bench(&self) -> BenchSettings {
+        BenchSettings {
+            prompt_len: self.prompt_len,
+            gen_len: self.gen_len,
+            batch: 1,
+            runs: self.runs,
+            window: self.window,
+            stride: self.stride,
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
-        if self.runs == 0 || self.prompt_len == 0 || self.gen_len == 0 {
+        if self.gen_len == 0 {
             bail!("--runs, --prompt-len and --gen-len must be at least 1");
         }
-        if self.window.is_some_and(|w| w < 2) {
-            bail!("--window must be at least 2 tokens");
-        }
-        if self.stride == Some(0) {
-            bail!("--stride must be at least 1 token");
-        }
+        self.bench().check()?;
         Ok(())
     }
 }
@@ -122,291 +109,14 @@ pub fn measure_one(ctx: &Context, args: MeasureOneArgs) -> anyhow::Result<()> {
     args.settings.check()?;
     let model = resolve_path(&args.model)?;
     let text = args.text.as_deref().map(read_text).transpose()?;
+    let settings = args.settings.bench();
     let kind = ctx.backend()?;
-    let task = MeasureTask {
-        model,
-        text,
-        settings: args.settings,
-    };
-    let mut report = backends::run(kind, task)??;
+    let mut report = with_backend!(kind, |B, device| {
+        burn_zoo::bench::measure::<B>(&model, &settings, text.as_deref(), &device)?
+    })?;
     report["backend"] = json!(kind.name());
     report["peak_rss_bytes"] = json!(peak_rss_bytes());
     print_json(&report)
-}
-
-struct MeasureTask {
-    model: ModelRef,
-    text: Option<String>,
-    settings: MeasureSettings,
-}
-
-impl BackendTask for MeasureTask {
-    type Output = anyhow::Result<Value>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let start = Instant::now();
-        if self.model.family == Family::Bert {
-            let encoder = SentenceEncoder::<B>::load(&self.model.path, &device)?;
-            let load_secs = start.elapsed().as_secs_f64();
-            let s = &self.settings;
-            let (rates, words) = bert_rates(&encoder, s.prompt_len, 1, s.runs)?;
-            let mut out = json!({
-                "family": Family::Bert.name(),
-                "load_secs": load_secs,
-                "words_per_sentence": words,
-                "batch": 1,
-                "runs": s.runs,
-                "sentences_per_s": spread(&rates),
-            });
-            if let Some(text) = &self.text {
-                merge(&mut out, pseudo_perplexity(&encoder, text)?);
-            }
-            return Ok(out);
-        }
-        let model = self.model.clone();
-        with_causal_lm::<B, _>(&model, &device, (self, start))
-    }
-}
-
-fn merge(into: &mut Value, from: Value) {
-    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
-        into.extend(from);
-    }
-}
-
-impl LmVisitor for (MeasureTask, Instant) {
-    type Out = Value;
-
-    fn visit<B: Backend, M: CausalLm<B>>(
-        self,
-        model: &M,
-        extras: LmExtras,
-    ) -> anyhow::Result<Value> {
-        let (task, start) = self;
-        let load_secs = start.elapsed().as_secs_f64();
-        let s = &task.settings;
-        let context = model.max_positions();
-        if context < 2 {
-            bail!("the model's context of {context} tokens is too short to measure");
-        }
-        // The text is checked before the speed runs, so that a bad one fails at once.
-        let scoring = match (&task.text, &extras.tokenizer) {
-            (None, _) => None,
-            (Some(_), None) => Some(Err(format!(
-                "{} has no tokenizer (tokenizer.json, vocab.json + merges.txt, or encoder.json + vocab.bpe): no perplexity",
-                task.model.path.display()
-            ))),
-            (Some(text), Some(tokenizer)) => {
-                let mut ids = tokenizer.encode(text, false)?;
-                if let Some(bos) = extras.bos {
-                    if ids.first() != Some(&bos) {
-                        ids.insert(0, bos);
-                    }
-                }
-                if ids.len() < 2 {
-                    bail!(
-                        "the --text file encodes to {} token(s) with the model's tokenizer: perplexity needs at least 2",
-                        ids.len()
-                    );
-                }
-                let vocab = model.vocab_size();
-                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    bail!("the tokenizer gives id {bad}, outside the model's vocabulary of {vocab}");
-                }
-                let window = s.window.unwrap_or(context);
-                if window > context {
-                    bail!("--window {window} exceeds the model's context of {context} tokens");
-                }
-                let stride = s.stride.unwrap_or((window / 2).max(1));
-                if stride > window {
-                    bail!("--stride {stride} is longer than the window of {window} tokens");
-                }
-                Some(Ok((ids, window, stride)))
-            }
-        };
-        let prompt_len = s.prompt_len.min(context / 2).max(1);
-        let gen_len = s.gen_len.min(context - prompt_len);
-        let (prefill, decode) = causal_rates(model, prompt_len, gen_len, s.runs)?;
-        let mut out = json!({
-            "family": task.model.family.name(),
-            "load_secs": load_secs,
-            "prompt_len": prompt_len,
-            "gen_len": gen_len,
-            "runs": s.runs,
-            "prefill_tok_s": spread(&prefill),
-            "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
-        });
-        let (ids, window, stride) = match scoring {
-            None => return Ok(out),
-            Some(Err(note)) => {
-                out["perplexity"] = Value::Null;
-                out["perplexity_note"] = json!(note);
-                return Ok(out);
-            }
-            Some(Ok(scoring)) => scoring,
-        };
-        let (nll, scored, windows) = causal_nll(model, &ids, window, stride)?;
-        let mean = nll / scored as f64;
-        merge(
-            &mut out,
-            json!({
-                "perplexity": mean.exp(),
-                "mean_nll": mean,
-                "text_tokens": ids.len(),
-                "scored_tokens": scored,
-                "window": window,
-                "stride": stride,
-                "windows": windows,
-                "method": format!(
-                    "perplexity over {} tokens ({scored} scored) in {windows} window(s) of {window} tokens, stride {stride}; {PERPLEXITY_METHOD}",
-                    ids.len()
-                ),
-            }),
-        );
-        Ok(out)
-    }
-}
-
-/// Sum of next-token negative log-likelihoods over `ids` by the strided-window method, the
-/// number of tokens scored and the number of windows run.
-fn causal_nll<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    ids: &[u32],
-    window: usize,
-    stride: usize,
-) -> anyhow::Result<(f64, usize, usize)> {
-    let device = model.device();
-    let n = ids.len();
-    let (mut nll, mut scored, mut windows) = (0.0f64, 0usize, 0usize);
-    let (mut begin, mut done) = (0usize, 0usize);
-    loop {
-        let end = (begin + window).min(n);
-        // Targets not scored yet that have at least one token of context in this window.
-        let first = done.max(begin + 1);
-        if first < end {
-            let mut cache = model.new_cache(1, end - begin);
-            let logits = model
-                .forward_cached(
-                    ids_tensor::<B>(&ids[begin..end], &device),
-                    &mut cache,
-                    Logits::All,
-                )
-                .map_err(anyhow::Error::new)?;
-            let vocab = logits.dims()[2];
-            let m = end - first;
-            // The logits at position p predict the token at p + 1.
-            let rows = logits.slice([0..1, first - 1 - begin..end - 1 - begin, 0..vocab]);
-            let targets: Vec<i64> = ids[first..end].iter().map(|&i| i as i64).collect();
-            let targets =
-                Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [1, m, 1]), &device);
-            let logp = log_softmax(rows, 2).gather(2, targets);
-            nll -= to_f64(logp)?.into_iter().sum::<f64>();
-            scored += m;
-            windows += 1;
-        }
-        done = end;
-        if end == n {
-            break;
-        }
-        begin += stride;
-    }
-    Ok((nll, scored, windows))
-}
-
-fn to_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> anyhow::Result<Vec<f64>> {
-    let values: Vec<f32> = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .map_err(|e| anyhow::anyhow!("reading log-probabilities: {e:?}"))?;
-    Ok(values.into_iter().map(f64::from).collect())
-}
-
-/// Pseudo-perplexity of a BERT masked LM on `text`, one line per sequence (Salazar et al.).
-fn pseudo_perplexity<B: Backend>(enc: &SentenceEncoder<B>, text: &str) -> anyhow::Result<Value> {
-    if enc.model.cls.is_none() {
-        return Ok(json!({
-            "pseudo_perplexity": null,
-            "perplexity_note": "no masked-LM head (cls.predictions) in this checkpoint: no pseudo-perplexity",
-        }));
-    }
-    let tok = enc.tokenizer();
-    let id = |t: &str| {
-        tok.token_id(t)
-            .with_context(|| format!("the tokenizer has no {t} token"))
-    };
-    let (cls, sep, mask) = (id("[CLS]")?, id("[SEP]")?, id("[MASK]")?);
-    let piece = enc.max_len.saturating_sub(2).max(1);
-    let device = enc.model.device();
-    let (mut nll, mut scored, mut sequences) = (0.0f64, 0usize, 0usize);
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let ids = tok.encode(line, false)?;
-        for chunk in ids.chunks(piece) {
-            let mut seq = Vec::with_capacity(chunk.len() + 2);
-            seq.push(cls);
-            seq.extend_from_slice(chunk);
-            seq.push(sep);
-            sequences += 1;
-            let positions: Vec<usize> = (1..=chunk.len()).collect();
-            for group in positions.chunks(MLM_BATCH) {
-                let copies: Vec<Vec<u32>> = group
-                    .iter()
-                    .map(|&p| {
-                        let mut c = seq.clone();
-                        c[p] = mask;
-                        c
-                    })
-                    .collect();
-                let batch = bert::Batch::new(
-                    &copies,
-                    None,
-                    enc.config.pad_token_id,
-                    enc.model.vocab_size(),
-                    enc.model.type_vocab_size(),
-                )?;
-                let (ids_t, types, attn) = batch.tensors::<B>(&device);
-                let hidden = enc.model.forward(ids_t, Some(types), Some(attn))?;
-                let [b, len, d] = hidden.dims();
-                // The hidden state of each copy at its masked position, then the MLM head.
-                let rows: Vec<i64> = group
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &p)| (j * len + p) as i64)
-                    .collect();
-                let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), &device);
-                let picked = hidden
-                    .reshape([b * len, d])
-                    .select(0, rows)
-                    .reshape([b, 1, d]);
-                let logits = enc
-                    .model
-                    .mlm_logits(picked)
-                    .context("the checkpoint has no masked-LM head")?;
-                let targets: Vec<i64> = group.iter().map(|&p| seq[p] as i64).collect();
-                let targets =
-                    Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, 1, 1]), &device);
-                let logp = log_softmax(logits, 2).gather(2, targets);
-                nll -= to_f64(logp)?.into_iter().sum::<f64>();
-                scored += b;
-            }
-        }
-    }
-    if scored == 0 {
-        bail!("the --text file encodes to no tokens with the model's tokenizer");
-    }
-    let mean = nll / scored as f64;
-    Ok(json!({
-        "pseudo_perplexity": mean.exp(),
-        "mean_nll": mean,
-        "text_tokens": scored,
-        "scored_tokens": scored,
-        "sequences": sequences,
-        "max_len": enc.max_len,
-        "method": format!(
-            "pseudo-perplexity over {scored} tokens in {sequences} sequence(s) of at most {} tokens; {PSEUDO_PERPLEXITY_METHOD}",
-            enc.max_len
-        ),
-    }))
 }
 
 // ------------------------------------------------------------------------------ the parent
@@ -420,18 +130,16 @@ struct Target {
 }
 
 /// Resolves `MODEL` without downloading: a path, or a catalog id already in the cache.
-fn resolve_cached(arg: &str) -> anyhow::Result<Target> {
+fn resolve_cached(arg: &str, label: String) -> anyhow::Result<Target> {
     if names_a_path(arg) {
-        let path = Path::new(arg);
-        let model = resolve_path(path)?;
-        let label = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| arg.to_string());
+        let model = resolve_path(Path::new(arg))?;
+        let comparison = burn_zoo::describe::catalog_entry(&model, &label)
+            .ok()
+            .and_then(|entry| compare::compare(&entry).ok());
         return Ok(Target {
             label,
             model,
-            comparison: None,
+            comparison,
         });
     }
     let catalog = fetch::catalog()?;
@@ -519,7 +227,8 @@ pub fn compare_measured(ctx: &Context, args: &CompareArgs) -> anyhow::Result<()>
     let targets: Vec<Target> = args
         .models
         .iter()
-        .map(|m| resolve_cached(m))
+        .zip(super::labels(&args.models))
+        .map(|(m, label)| resolve_cached(m, label))
         .collect::<anyhow::Result<_>>()?;
     if let Some(plot) = &args.plot {
         check_overwrite(plot, args.force)?;
@@ -529,7 +238,7 @@ pub fn compare_measured(ctx: &Context, args: &CompareArgs) -> anyhow::Result<()>
     }
     if let Some(plot) = &args.plot_speed {
         check_overwrite(plot, args.force)?;
-        if targets.iter().all(|t| t.model.family == Family::Bert) {
+        if !targets.iter().any(|t| t.model.family.is_causal()) {
             bail!("--plot-speed plots the decode speed of causal models, and none of the models is causal");
         }
     }

@@ -11,7 +11,7 @@ use zoo_nn::TextTokenizer;
 fn dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/glm/tokenizers"
+        "/tests/fixtures/glm/tokenizers"
     ))
 }
 

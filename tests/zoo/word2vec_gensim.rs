@@ -11,7 +11,7 @@ use zoo_word2vec::io::write_word2vec_to;
 use zoo_word2vec::*;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/word2vec")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/word2vec")
 }
 
 fn env_dir(var: &str) -> Option<PathBuf> {

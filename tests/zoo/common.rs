@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use burn_zoo::backends::{self, BackendKind, BackendTask};
+use burn_zoo::backends::{self, BackendKind};
 
 /// The fixtures folder.
 pub fn fixtures() -> PathBuf {
@@ -56,16 +56,22 @@ pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Runs a task made by `make` on every backend the suite covers (`ZOO_TEST_BACKENDS`, else all
-/// compiled in that open a device).
-pub fn on_every_backend<T: BackendTask<Output = ()>>(make: impl Fn(BackendKind) -> T) {
-    let kinds =
-        backends::test_backends().expect("a backend named in ZOO_TEST_BACKENDS is unusable");
-    assert!(!kinds.is_empty(), "no backend to test on");
-    for kind in kinds {
-        eprintln!("[{kind}]");
-        backends::run(kind, make(kind)).unwrap();
-    }
+/// Runs `$task.run::<B>(device)` on every backend the suite covers (`ZOO_TEST_BACKENDS`, else
+/// all compiled in that open a device); the closure's argument is the backend's kind.
+#[macro_export]
+macro_rules! on_every_backend {
+    (|$kind:pat_param| $task:expr) => {{
+        let kinds = zoo_backends::test_backends()
+            .expect("a backend named in ZOO_TEST_BACKENDS is unusable");
+        assert!(!kinds.is_empty(), "no backend to test on");
+        for kind in kinds {
+            eprintln!("[{kind}]");
+            #[allow(unused_variables)]
+            let $kind = kind;
+            zoo_backends::with_backend!(kind, |B, device| { ($task).run::<B>(device) })
+                .expect("the backend is compiled in");
+        }
+    }};
 }
 
 /// A compiled-in CPU backend (flex, else ndarray), for tests about loading rather than numerics.

@@ -2,11 +2,9 @@
 //! fixtures (tests/fixtures/measure_fixtures.py), the measured rows and their methods, the
 //! speed plot, and clear errors.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 fn text() -> String {
     fixtures().join("measure/text.txt").display().to_string()

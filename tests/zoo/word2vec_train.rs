@@ -2,7 +2,7 @@
 //! example gives the same update within 1e-6; and the trainer's own properties.
 
 use burn::tensor::backend::AutodiffBackend;
-use zoo_backends::{run_autodiff, test_backends, AutodiffTask};
+use zoo_backends::test_backends;
 use zoo_word2vec::model::{batch_loss_cbow, batch_loss_sg, train_burn, HostBatch, Tables};
 use zoo_word2vec::train::{sgd_step, train, Example};
 use zoo_word2vec::vocab::Huffman;
@@ -14,8 +14,7 @@ struct SgdStep {
     tol: f32,
 }
 
-impl AutodiffTask for SgdStep {
-    type Output = ();
+impl SgdStep {
     fn run<B: AutodiffBackend>(self, dev: B::Device) {
         for (arch, hs, ex) in cases() {
             check::<B>(arch, hs, ex, &dev, self.tol);
@@ -153,7 +152,10 @@ fn cases() -> Vec<(Architecture, bool, Example)> {
 fn one_sgd_step_matches_the_burn_module_within_1e6_on_every_backend() {
     for kind in test_backends().unwrap() {
         let tol = zoo_backends::tolerance(kind) / 100.0;
-        run_autodiff(kind, SgdStep { tol }).unwrap();
+        zoo_backends::with_autodiff_backend!(kind, |B, device| {
+            (SgdStep { tol }).run::<B>(device)
+        })
+        .unwrap();
     }
 }
 
@@ -220,8 +222,7 @@ fn cpu_trainer_is_deterministic_with_one_thread_and_learns_topics() {
 
 struct BurnPath;
 
-impl AutodiffTask for BurnPath {
-    type Output = ();
+impl BurnPath {
     fn run<B: AutodiffBackend>(self, dev: B::Device) {
         burn_path_matches_cpu_path::<B>(&dev);
     }
@@ -230,7 +231,8 @@ impl AutodiffTask for BurnPath {
 #[test]
 fn burn_path_and_cpu_path_reach_similar_quality_in_one_epoch_on_every_backend() {
     for kind in test_backends().unwrap() {
-        run_autodiff(kind, BurnPath).unwrap();
+        zoo_backends::with_autodiff_backend!(kind, |B, device| { (BurnPath).run::<B>(device) })
+            .unwrap();
     }
 }
 

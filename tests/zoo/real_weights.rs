@@ -3,9 +3,7 @@
 //! `ZOO_SMOLLM2_GGUF`, `ZOO_MINILM_DIR`, `ZOO_GLOVE_6B_DIR`. Without them each test prints a
 //! notice and returns.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn env_path(name: &str) -> Option<String> {
     match std::env::var(name) {

@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use serde_json::Value;
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_bert::{Batch, BertError, SentenceEncoder};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/bert"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bert"))
 }
 
 fn json(name: &str) -> Value {
@@ -69,24 +66,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     );
 }
 
-fn for_each_backend<T: BackendTask<Output = ()>>(make: impl Fn(BackendKind) -> T) {
-    let kinds = zoo_backends::test_backends().expect("test backends");
-    assert!(
-        !kinds.is_empty(),
-        "no backend compiled in: build with --features zoo-bert/flex"
-    );
-    for kind in kinds {
-        zoo_backends::run(kind, make(kind)).expect("backend runs");
-    }
-}
-
 /// Hidden states and MLM logits of a padded batch of two sequences with token types.
 struct TinyMlm {
     kind: BackendKind,
 }
 
-impl BackendTask for TinyMlm {
-    type Output = ();
+impl TinyMlm {
     fn run<B: Backend>(self, device: B::Device) {
         let tol = zoo_backends::tolerance(self.kind);
         let r = json("tiny_mlm_reference.json");
@@ -136,7 +121,7 @@ impl BackendTask for TinyMlm {
 
 #[test]
 fn tiny_mlm_hidden_and_logits_match_transformers() {
-    for_each_backend(|kind| TinyMlm { kind });
+    on_every_backend!(|kind| TinyMlm { kind });
 }
 
 /// The fill-mask pipeline's top 5.
@@ -144,8 +129,7 @@ struct FillMask {
     kind: BackendKind,
 }
 
-impl BackendTask for FillMask {
-    type Output = ();
+impl FillMask {
     fn run<B: Backend>(self, device: B::Device) {
         let tol = zoo_backends::tolerance(self.kind);
         let r = &json("tiny_mlm_reference.json")["fill_mask"];
@@ -202,7 +186,7 @@ impl BackendTask for FillMask {
 
 #[test]
 fn tiny_fill_mask_matches_the_pipeline() {
-    for_each_backend(|kind| FillMask { kind });
+    on_every_backend!(|kind| FillMask { kind });
 }
 
 /// A BertModel saved as pytorch_model.bin with a position_ids buffer, tokenized from vocab.txt,
@@ -211,8 +195,7 @@ struct TinyBin {
     kind: BackendKind,
 }
 
-impl BackendTask for TinyBin {
-    type Output = ();
+impl TinyBin {
     fn run<B: Backend>(self, device: B::Device) {
         let tol = zoo_backends::tolerance(self.kind);
         let r = json("tiny_bin_reference.json");
@@ -283,7 +266,7 @@ impl BackendTask for TinyBin {
 
 #[test]
 fn tiny_bin_sentence_transformers_folder_matches() {
-    for_each_backend(|kind| TinyBin { kind });
+    on_every_backend!(|kind| TinyBin { kind });
 }
 
 /// all-MiniLM-L6-v2 against sentence-transformers.
@@ -299,8 +282,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
-impl BackendTask for MiniLm {
-    type Output = ();
+impl MiniLm {
     fn run<B: Backend>(self, device: B::Device) {
         let r = json("minilm_reference.json");
         let enc = SentenceEncoder::<B>::load(&self.dir, &device).expect("load MiniLM");
@@ -345,7 +327,7 @@ fn minilm_matches_sentence_transformers() {
         "ZOO_MINILM_DIR={} has no config.json",
         dir.display()
     );
-    for_each_backend(|kind| MiniLm {
+    on_every_backend!(|kind| MiniLm {
         kind,
         dir: dir.clone(),
     });
@@ -392,8 +374,7 @@ fn broken_inputs_are_errors() {
 
 fn load_err(dir: &Path) -> String {
     struct Load(PathBuf);
-    impl BackendTask for Load {
-        type Output = String;
+    impl Load {
         fn run<B: Backend>(self, device: B::Device) -> String {
             match zoo_bert::load::<B>(&self.0, &device) {
                 Ok(_) => "loaded".into(),
@@ -402,5 +383,8 @@ fn load_err(dir: &Path) -> String {
         }
     }
     let kind = zoo_backends::test_backends().expect("backends")[0];
-    zoo_backends::run(kind, Load(dir.to_path_buf())).expect("run")
+    zoo_backends::with_backend!(kind, |B, device| {
+        (Load(dir.to_path_buf())).run::<B>(device)
+    })
+    .expect("run")
 }

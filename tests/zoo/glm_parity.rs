@@ -5,15 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_glm::{hf, v1, ChatGlmV1Config};
 use zoo_nn::{generate, ids_tensor, CausalLm, Logits, Sampler, Sampling, Weights};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/glm"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/glm"))
 }
 
 fn values(t: burn::tensor::Tensor<impl Backend, 3>) -> Vec<f32> {
@@ -25,8 +22,7 @@ struct HfParity {
     name: &'static str,
 }
 
-impl BackendTask for HfParity {
-    type Output = ();
+impl HfParity {
     fn run<B: Backend>(self, device: B::Device) {
         let reference: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join(format!("{}.json", self.name))).unwrap(),
@@ -86,13 +82,13 @@ impl BackendTask for HfParity {
 #[test]
 fn hf_glm_matches_transformers_safetensors_untied_with_bias() {
     for kind in zoo_backends::test_backends().unwrap() {
-        zoo_backends::run(
-            kind,
-            HfParity {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (HfParity {
                 kind,
                 name: "hf_tiny",
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .unwrap();
     }
 }
@@ -100,13 +96,13 @@ fn hf_glm_matches_transformers_safetensors_untied_with_bias() {
 #[test]
 fn hf_glm_matches_transformers_bin_tied_without_bias() {
     for kind in zoo_backends::test_backends().unwrap() {
-        zoo_backends::run(
-            kind,
-            HfParity {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (HfParity {
                 kind,
                 name: "hf_tiny_bin",
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .unwrap();
     }
 }
@@ -142,8 +138,7 @@ struct V1Incremental {
     kind: BackendKind,
 }
 
-impl BackendTask for V1Incremental {
-    type Output = ();
+impl V1Incremental {
     fn run<B: Backend>(self, device: B::Device) {
         let (d, inner, vocab, layers) = (16usize, 32usize, 12usize, 2usize);
         let config: ChatGlmV1Config = serde_json::from_value(serde_json::json!({
@@ -272,7 +267,10 @@ impl BackendTask for V1Incremental {
 #[test]
 fn chatglm6b_incremental_generation_equals_full_forward() {
     for kind in zoo_backends::test_backends().unwrap() {
-        zoo_backends::run(kind, V1Incremental { kind }).unwrap();
+        zoo_backends::with_backend!(kind, |B, device| {
+            (V1Incremental { kind }).run::<B>(device)
+        })
+        .unwrap();
     }
 }
 

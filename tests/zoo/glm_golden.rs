@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
-use zoo_backends::{BackendKind, BackendTask};
+use zoo_backends::BackendKind;
 use zoo_glm::{v1, v2, ChatGlmV1Config, ChatGlmV2Config};
 use zoo_nn::Weights;
 
@@ -209,8 +209,7 @@ struct V1Golden {
     ptuning: bool,
 }
 
-impl BackendTask for V1Golden {
-    type Output = ();
+impl V1Golden {
     fn run<B: Backend>(self, device: B::Device) {
         let prefix_shape = self.ptuning.then_some([2, 8, 5, 4]);
         let Some(g) = read_golden(self.file, V1_LAYOUT, prefix_shape) else {
@@ -255,8 +254,7 @@ struct V2Golden {
     ptuning: bool,
 }
 
-impl BackendTask for V2Golden {
-    type Output = ();
+impl V2Golden {
     fn run<B: Backend>(self, device: B::Device) {
         let prefix_shape = self.ptuning.then_some([2, 2, 5, 4]);
         let Some(g) = read_golden(self.file, V2_LAYOUT, prefix_shape) else {
@@ -296,14 +294,14 @@ fn each_backend(task: impl Fn(BackendKind)) {
 #[test]
 fn chatglm6b_golden() {
     each_backend(|kind| {
-        zoo_backends::run(
-            kind,
-            V1Golden {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (V1Golden {
                 kind,
                 file: "glm_model.data",
                 ptuning: false,
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .unwrap()
     });
 }
@@ -311,14 +309,14 @@ fn chatglm6b_golden() {
 #[test]
 fn chatglm6b_ptuning_v2_golden() {
     each_backend(|kind| {
-        zoo_backends::run(
-            kind,
-            V1Golden {
+        zoo_backends::with_backend!(kind, |B, device| {
+            (V1Golden {
                 kind,
                 file: "glm_ptuning_v2_model.data",
                 ptuning: true,
-            },
-        )
+            })
+            .run::<B>(device)
+        })
         .unwrap()
     });
 }
@@ -333,7 +331,7 @@ fn chatglm2_golden() {
             rope_ratio: 1.0,
             ptuning: false,
         };
-        zoo_backends::run(kind, task).unwrap()
+        zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
 }
 
@@ -347,7 +345,7 @@ fn chatglm3_golden() {
             rope_ratio: 1.0,
             ptuning: false,
         };
-        zoo_backends::run(kind, task).unwrap()
+        zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
 }
 
@@ -361,7 +359,7 @@ fn chatglm3_ptuning_v2_golden() {
             rope_ratio: 1.0,
             ptuning: true,
         };
-        zoo_backends::run(kind, task).unwrap()
+        zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
 }
 
@@ -375,6 +373,6 @@ fn glm4_chatglm_layout_golden() {
             rope_ratio: 500.0,
             ptuning: false,
         };
-        zoo_backends::run(kind, task).unwrap()
+        zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
 }

@@ -1,11 +1,16 @@
-//! Chat prompts: the checkpoint's own Jinja template (rendered with `minijinja`), and the
-//! named formats of the LLaMA family's instruction-tuned descendants.
+//! Chat prompts, one abstraction for every family: a [`ChatFormat`] turns a conversation into
+//! the prompt ids a model expects and names the ids that end its answer.
 //!
-//! The rendered text contains the special tokens the format writes (`<|im_start|>`,
-//! LLaMA-2's `<s>`); encode it with special-token parsing on and without adding bos again when
-//! [`Template::includes_bos`] says so.
+//! Two kinds exist: text templates ([`Template`]: the checkpoint's own Jinja template rendered
+//! with `minijinja`, or the named formats of Alpaca, Vicuna, LLaMA-2, ChatML and Zephyr), used
+//! through [`TemplateFormat`]; and formats built as ids, such as ChatGLM's, which their family
+//! crate implements. The rendered text of a template contains the special tokens the format
+//! writes (`<|im_start|>`, LLaMA-2's `<s>`); it is encoded with special-token parsing on and
+//! without adding bos again when [`Template::includes_bos`] says so.
 
 use serde::Serialize;
+
+use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// A chat template that cannot be parsed or rendered, or messages a format cannot express.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,107 @@ pub enum ChatError {
         "unknown chat template `{0}` (known: alpaca, vicuna-v1.1, llama-2-chat, chatml, zephyr)"
     )]
     Unknown(String),
+    /// The conversation has no message, or does not end with the user's.
+    #[error("the conversation must end with a user message")]
+    NoUserMessage,
+    /// The format has no system message.
+    #[error("the {0} format has no system message")]
+    NoSystem(String),
+    /// A special token the format needs is not in the vocabulary.
+    #[error("the tokenizer has no `{token}` token, which the {format} format needs")]
+    MissingToken {
+        /// The format.
+        format: String,
+        /// The token text.
+        token: String,
+    },
+    /// The rendered prompt could not be encoded.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// A format built as ids failed (its message says why).
+    #[error("{0}")]
+    Format(String),
+}
+
+/// How a model turns a conversation into prompt ids, and which ids end its answer.
+///
+/// Implemented by [`TemplateFormat`] (text templates) and by families whose original chat code
+/// builds ids directly (ChatGLM).
+pub trait ChatFormat: std::fmt::Debug + Send + Sync {
+    /// A short name for messages (`jinja`, `chatml`, `chatglm2`…).
+    fn name(&self) -> String;
+
+    /// The prompt ids for `messages` (roles `system`, `user`, `assistant`; the last one the
+    /// user's), ending where the assistant's answer begins.
+    fn prompt_ids(
+        &self,
+        messages: &[Message],
+        tokenizer: &TextTokenizer,
+    ) -> Result<Vec<u32>, ChatError>;
+
+    /// Ids that end an assistant turn in this format (besides the model's own eos ids).
+    fn stop_ids(&self, tokenizer: &TextTokenizer) -> Vec<u32>;
+
+    /// The prompt as text, for formats that render text (`None` for formats built as ids).
+    fn prompt_text(&self, messages: &[Message]) -> Result<Option<String>, ChatError> {
+        let _ = messages;
+        Ok(None)
+    }
+}
+
+/// A text [`Template`] as a [`ChatFormat`]: rendered, encoded with special tokens parsed, and
+/// `bos` put first unless the text already starts with it (llama.cpp does so for GGUF files
+/// that ask for bos; transformers' `apply_chat_template` never adds it, so HF folders pass
+/// `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFormat {
+    /// The template.
+    pub template: Template,
+    /// A beginning-of-sequence id to put first when the template does not write it.
+    pub bos: Option<u32>,
+}
+
+impl TemplateFormat {
+    /// A format from a template and the bos id to put first, if any.
+    pub fn new(template: Template, bos: Option<u32>) -> Self {
+        Self { template, bos }
+    }
+}
+
+impl ChatFormat for TemplateFormat {
+    fn name(&self) -> String {
+        self.template.name().to_string()
+    }
+
+    fn prompt_ids(
+        &self,
+        messages: &[Message],
+        tokenizer: &TextTokenizer,
+    ) -> Result<Vec<u32>, ChatError> {
+        if messages.last().is_none_or(|m| m.role != "user") {
+            return Err(ChatError::NoUserMessage);
+        }
+        let text = render(&self.template, messages, true)?;
+        let mut ids = tokenizer.encode(&text, false)?;
+        if let Some(bos) = self.bos.filter(|_| !self.template.includes_bos()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn prompt_text(&self, messages: &[Message]) -> Result<Option<String>, ChatError> {
+        render(&self.template, messages, true).map(Some)
+    }
+
+    fn stop_ids(&self, tokenizer: &TextTokenizer) -> Vec<u32> {
+        self.template
+            .end_of_turn()
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t))
+            .collect()
+    }
 }
 
 /// One message of a conversation.
@@ -122,6 +228,18 @@ impl Template {
             Template::Alpaca | Template::VicunaV11 | Template::Llama2Chat | Template::Zephyr => {
                 vec!["</s>".into()]
             }
+        }
+    }
+
+    /// The format's name: `jinja` for a checkpoint's own template, else the named format's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Template::Jinja { .. } => "jinja",
+            Template::Alpaca => "alpaca",
+            Template::VicunaV11 => "vicuna-v1.1",
+            Template::Llama2Chat => "llama-2-chat",
+            Template::ChatMl => "chatml",
+            Template::Zephyr => "zephyr",
         }
     }
 

@@ -2,10 +2,8 @@
 //! `encoder.json` + `vocab.bpe`, checked against transformers' ids and the known GPT-2 ids;
 //! byte-exact round trips of arbitrary UTF-8; streaming decoding.
 
-mod common;
-
+use crate::common::*;
 use burn_zoo::nn::{TextStream, TextTokenizer};
-use common::*;
 
 /// Deterministic, varied UTF-8: ASCII, Latin-1, CJK, emoji (4-byte), combining marks,
 /// whitespace runs and control characters.

@@ -1,16 +1,14 @@
 //! GPT-2 parity with HF transformers on every compiled-in backend: logits, hidden states,
 //! exact greedy tokens, cache-incremental decoding, seeded sampling, and every bad load.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use burn::tensor::backend::Backend;
-use burn_zoo::backends::{tolerance, BackendKind, BackendTask};
+use burn_zoo::backends::{tolerance, BackendKind};
 use burn_zoo::gpt2::{self, Gpt2Error};
 use burn_zoo::nn::generate::ids_tensor;
 use burn_zoo::nn::{generate, CausalLm, Logits, Sampler, Sampling, WeightError};
-use common::*;
 
 fn fixture(name: &str) -> PathBuf {
     fixtures().join("gpt2").join(name)
@@ -28,9 +26,7 @@ struct Parity {
     name: &'static str,
 }
 
-impl BackendTask for Parity {
-    type Output = ();
-
+impl Parity {
     fn run<B: Backend>(self, device: B::Device) {
         let dir = fixture(self.name);
         let reference = json(&dir.join("reference.json"));
@@ -114,7 +110,7 @@ impl BackendTask for Parity {
 
 #[test]
 fn tiny_a_matches_transformers_on_every_backend() {
-    on_every_backend(|kind| Parity {
+    on_every_backend!(|kind| Parity {
         kind,
         name: "tiny-a",
     });
@@ -122,7 +118,7 @@ fn tiny_a_matches_transformers_on_every_backend() {
 
 #[test]
 fn tiny_b_pytorch_bin_untied_head_matches_transformers_on_every_backend() {
-    on_every_backend(|kind| Parity {
+    on_every_backend!(|kind| Parity {
         kind,
         name: "tiny-b",
     });
@@ -131,9 +127,7 @@ fn tiny_b_pytorch_bin_untied_head_matches_transformers_on_every_backend() {
 /// Seeded sampling gives the same tokens for the same seed, other tokens for another seed.
 struct Sampled;
 
-impl BackendTask for Sampled {
-    type Output = ();
-
+impl Sampled {
     fn run<B: Backend>(self, device: B::Device) {
         let (_, model) = gpt2::load::<B>(&fixture("tiny-a"), &device).unwrap();
         let draw = |seed| {
@@ -156,7 +150,7 @@ impl BackendTask for Sampled {
 
 #[test]
 fn seeded_sampling_is_reproducible_on_every_backend() {
-    on_every_backend(|_| Sampled);
+    on_every_backend!(|_| Sampled);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,21 +160,19 @@ struct Load {
     dir: PathBuf,
 }
 
-impl BackendTask for Load {
-    type Output = Result<(), Gpt2Error>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+impl Load {
+    fn run<B: Backend>(self, device: B::Device) -> Result<(), Gpt2Error> {
         gpt2::load::<B>(&self.dir, &device).map(|_| ())
     }
 }
 
 fn load_on_flex(dir: &Path) -> Result<(), Gpt2Error> {
-    burn_zoo::backends::run(
-        cpu_backend(),
-        Load {
+    zoo_backends::with_backend!(cpu_backend(), |B, device| {
+        (Load {
             dir: dir.to_path_buf(),
-        },
-    )
+        })
+        .run::<B>(device)
+    })
     .unwrap()
 }
 

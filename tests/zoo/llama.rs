@@ -5,16 +5,13 @@
 use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, Tensor};
-use zoo_backends::{BackendKind, BackendTask};
-use zoo_llama::{load, load_gguf, open, render, Llama, LlamaConfig, LlamaError, Message};
+use zoo_backends::BackendKind;
+use zoo_llama::{load, load_gguf, open, Llama, LlamaConfig, LlamaError, Message};
 use zoo_nn::weights::{WeightError, Weights};
 use zoo_nn::{generate, ids_tensor, CausalLm, Logits, Sampler, Sampling};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/llama"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llama"))
 }
 
 struct Reference {
@@ -122,8 +119,7 @@ struct Parity {
     kind: BackendKind,
 }
 
-impl BackendTask for Parity {
-    type Output = ();
+impl Parity {
     fn run<B: Backend>(self, device: B::Device) {
         let tol = zoo_backends::tolerance(self.kind);
         for name in ["gqa", "llama3_tied", "dynamic", "linear_bias"] {
@@ -161,14 +157,14 @@ impl BackendTask for Parity {
 #[test]
 fn hf_and_gguf_fixtures_match_transformers_on_every_backend() {
     for kind in zoo_backends::test_backends().unwrap() {
-        zoo_backends::run(kind, Parity { kind }).unwrap();
+        zoo_backends::with_backend!(kind, |B, device| { (Parity { kind }).run::<B>(device) })
+            .unwrap();
     }
 }
 
 struct BadLoads;
 
-impl BackendTask for BadLoads {
-    type Output = ();
+impl BadLoads {
     fn run<B: Backend>(self, device: B::Device) {
         let dir = fixtures().join("gqa");
         let config = zoo_llama::load::read_config(&dir).unwrap();
@@ -234,7 +230,7 @@ impl BackendTask for BadLoads {
 #[test]
 fn bad_checkpoints_are_errors_naming_the_tensor() {
     for kind in zoo_backends::test_backends().unwrap() {
-        zoo_backends::run(kind, BadLoads).unwrap();
+        zoo_backends::with_backend!(kind, |B, device| { (BadLoads).run::<B>(device) }).unwrap();
     }
     let base = std::fs::read_to_string(fixtures().join("gqa/config.json")).unwrap();
     let bad_rope = base.replace("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
@@ -261,72 +257,66 @@ fn bad_checkpoints_are_errors_naming_the_tensor() {
 
 struct GgufChat;
 
-impl BackendTask for GgufChat {
-    type Output = ();
+impl GgufChat {
     fn run<B: Backend>(self, device: B::Device) {
         let loaded = open::<B>(&fixtures().join("gqa.gguf"), &device).unwrap();
-        assert_eq!(loaded.stop_ids, vec![2]);
+        assert_eq!(loaded.eos_ids, vec![2]);
         assert!(loaded.tokenizer.is_none());
-        let text = render(
-            loaded.template.as_ref().unwrap(),
-            &[Message::new("user", "hi")],
-            true,
-        )
-        .unwrap();
+        let format = loaded.chat_format().unwrap();
+        assert_eq!(format.name(), "jinja");
+        let text = format
+            .prompt_text(&[Message::new("user", "hi")])
+            .unwrap()
+            .unwrap();
         assert_eq!(text, "<user>hi\n<assistant>");
     }
 }
 
 #[test]
 fn gguf_open_brings_template_and_stop_ids() {
-    zoo_backends::run(zoo_backends::test_backends().unwrap()[0], GgufChat).unwrap();
+    let kind = zoo_backends::test_backends().unwrap()[0];
+    zoo_backends::with_backend!(kind, |B, device| { GgufChat.run::<B>(device) }).unwrap();
 }
 
 struct SmolLm2 {
     path: PathBuf,
 }
 
-impl BackendTask for SmolLm2 {
-    type Output = (String, usize, f64);
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let loaded = open::<B>(&self.path, &device).unwrap();
-        let c = &loaded.config;
+impl SmolLm2 {
+    fn run<B: Backend>(self, device: B::Device) -> (String, usize, f64) {
+        let lm = open::<B>(&self.path, &device).unwrap();
+        let m = &lm.model;
+        let a = &m.layers[0].self_attn;
         assert_eq!(
-            (
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.kv_heads()
-            ),
-            (30, 576, 9, 3)
+            (m.layers.len(), a.num_heads, a.num_kv_heads, a.head_dim),
+            (30, 9, 3, 64)
         );
-        assert!(c.tie_word_embeddings);
-        let tok = loaded.tokenizer.as_ref().unwrap();
-        let template = loaded.template.as_ref().unwrap();
-        let text = render(
-            template,
-            &[Message::new("user", "What is the capital of France?")],
-            true,
-        )
-        .unwrap();
+        assert!(
+            m.lm_head.is_none(),
+            "SmolLM2 ties its head to the embedding"
+        );
+        let messages = [Message::new("user", "What is the capital of France?")];
+        let text = lm
+            .chat_format()
+            .unwrap()
+            .prompt_text(&messages)
+            .unwrap()
+            .unwrap();
         assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
-        let prompt = tok.encode(&text, false).unwrap();
+        let prompt = lm.chat_prompt(&messages).unwrap();
         assert_eq!(prompt[0], 1); // <|im_start|>
-        assert!(loaded.stop_ids.contains(&2));
-        let mut sampler = Sampler::new(Sampling::greedy());
-        let start = std::time::Instant::now();
-        let new = generate(
-            &loaded.model,
-            &prompt,
-            20,
-            &mut sampler,
-            &loaded.stop_ids,
-            |_| true,
-        )
-        .unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        let answer = tok.decode(&new, true).unwrap();
-        (answer, new.len(), secs)
+        assert!(lm.chat_stop_ids().contains(&2));
+        let mut conversation = zoo_nn::Conversation::new(None);
+        conversation.push_user("What is the capital of France?");
+        let out = lm
+            .reply(
+                &mut conversation,
+                &zoo_nn::GenerationConfig::greedy(20),
+                |_| true,
+            )
+            .unwrap();
+        let secs = out.stats.prefill_secs + out.stats.decode_secs;
+        (out.text.unwrap(), out.ids.len(), secs)
     }
 }
 
@@ -343,7 +333,10 @@ fn smollm2_answers_paris() {
         .into_iter()
         .find(|k| !k.is_gpu())
         .unwrap_or(BackendKind::Flex);
-    let (answer, n, secs) = zoo_backends::run(kind, SmolLm2 { path: path.into() }).unwrap();
+    let (answer, n, secs) = zoo_backends::with_backend!(kind, |B, device| {
+        (SmolLm2 { path: path.into() }).run::<B>(device)
+    })
+    .unwrap();
     println!(
         "SmolLM2 on {}: {answer:?} ({n} tokens, {:.1} tokens/s incl. prefill)",
         kind.name(),

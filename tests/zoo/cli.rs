@@ -1,11 +1,9 @@
 //! The `zoo` binary as a user runs it: the verification interface (`forward`, `generate
 //! --json`) against the transformers reference, streaming, and clear errors for bad input.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn fixture(name: &str) -> String {
     fixtures().join("gpt2").join(name).display().to_string()

@@ -1,0 +1,196 @@
+//! Splitting a product into tiles and running them on rayon's global pool.
+//!
+//! The calling thread takes part: tiles are handed out through an atomic counter to the caller
+//! and to `threads − 1` helpers spawned on the pool, and the caller spin-waits for the last one,
+//! so a call costs no sleeping round trip; small products run inline with no threads at all.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::act::{Act, ActKind, RowsMut};
+use crate::kernels::{Tile, TileFn};
+use crate::QMatrix;
+
+/// Below this many weight bytes × activation rows a product runs on the calling thread.
+const SERIAL_WORK: usize = 48 * 1024;
+/// Tiles per thread when a product runs in parallel.
+const TILES_PER_THREAD: usize = 4;
+/// Activation rows per tile are capped so that a tile's quantised activations stay in L2.
+const ACT_TILE_BYTES: usize = 512 * 1024;
+
+struct OutPtr(*mut f32);
+// SAFETY: tiles write disjoint parts of the output.
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+/// Runs `kernel` over all tiles of `y = x · Wᵀ`; `cb` is the number of activation rows the
+/// kernel handles at once.
+pub(crate) fn matmul(m: &QMatrix, kernel: TileFn, cb: usize, x: &[f32], n: usize, y: &mut [f32]) {
+    let act = Act::new(m.qtype(), x, n, m.cols());
+    let (rows, row_bytes) = (m.rows(), m.row_stride());
+    let bytes = m.bytes();
+    let threads = rayon::current_num_threads().max(1);
+    let work = rows.saturating_mul(row_bytes).saturating_mul(n);
+
+    // Activation chunks: all of them unless their quants would overflow L2.
+    let act_rows_fit = (ACT_TILE_BYTES / m.cols().max(1)).max(cb);
+    let act_chunk = if n <= act_rows_fit {
+        n
+    } else {
+        (act_rows_fit / cb * cb).max(cb)
+    };
+    let act_chunks = n.div_ceil(act_chunk);
+
+    // Row chunks: several tiles per thread, handed out dynamically, so that the calling thread
+    // absorbs the work of a helper that wakes late (and uneven threads balance); at least 16
+    // rows each so that a tile amortises its setup.
+    let parallel = threads > 1 && work >= SERIAL_WORK;
+    let row_chunks_wanted = if parallel {
+        (threads * TILES_PER_THREAD)
+            .div_ceil(act_chunks)
+            .min(rows / 16)
+            .max(1)
+    } else {
+        1
+    };
+    let row_chunk = rows
+        .div_ceil(row_chunks_wanted)
+        .next_multiple_of(8)
+        .min(rows);
+    let row_chunks = rows.div_ceil(row_chunk);
+    let tasks = row_chunks * act_chunks;
+
+    let out = OutPtr(y.as_mut_ptr());
+    let act = &act;
+    let out = &out;
+    let run = |t: usize| {
+        let (ac, rc) = (t / row_chunks, t % row_chunks);
+        let r0 = rc * row_chunk;
+        let r1 = (r0 + row_chunk).min(rows);
+        let c0 = ac * act_chunk;
+        let c1 = (c0 + act_chunk).min(n);
+        let tile = Tile {
+            w: &bytes[r0 * row_bytes..r1 * row_bytes],
+            row_bytes,
+            rows: r1 - r0,
+            act,
+            acts: c0..c1,
+            // SAFETY: in bounds of y (c0 < n, r0 < rows).
+            out: unsafe { out.0.add(c0 * rows + r0) },
+            out_stride: rows,
+        };
+        // SAFETY: the tile's rectangle of y is valid and written by this task only; the kernel
+        // set is available (checked by the caller).
+        unsafe { kernel(&tile) };
+    };
+    run_tasks(tasks, if parallel { threads } else { 1 }, &run);
+}
+
+/// State shared between the caller and its helpers for one `run_tasks`.
+struct Shared {
+    /// The next task to claim.
+    next: AtomicUsize,
+    /// Tasks finished (or abandoned by a panic).
+    finished: AtomicUsize,
+    /// Whether a task panicked.
+    panicked: AtomicBool,
+    tasks: usize,
+    /// The task body, on the caller's stack. Only dereferenced for a claimed task `t < tasks`, and
+    /// the caller returns only after all of those have finished.
+    f: *const (dyn Fn(usize) + Sync),
+}
+
+// SAFETY: `f` points to a `Sync` closure, used as described above; the rest is atomics.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Claims and runs tasks until none are left.
+    fn work(&self) {
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= self.tasks {
+                return;
+            }
+            // SAFETY: t < tasks is unfinished, so the caller is still waiting and `f` is alive.
+            let f = unsafe { &*self.f };
+            if catch_unwind(AssertUnwindSafe(|| f(t))).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+            self.finished.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Runs `f(0..tasks)` on the caller and up to `threads − 1` helpers on rayon's pool. Tasks are
+/// claimed through an atomic counter; the caller spins (rather than sleeping on a condition
+/// variable, which costs a wake-up of several µs) until the last one finishes.
+fn run_tasks(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    if tasks == 1 || threads == 1 {
+        (0..tasks).for_each(f);
+        return;
+    }
+    // SAFETY (lifetime erasure): see `Shared::f`; `run_tasks` does not return before every
+    // claimed task has finished, and unclaimed tasks are never run after that.
+    let f: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(f) };
+    let shared = Arc::new(Shared {
+        next: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        tasks,
+        f,
+    });
+    for _ in 1..threads.min(tasks) {
+        let s = shared.clone();
+        rayon::spawn(move || s.work());
+    }
+    shared.work();
+    let mut spins = 0u32;
+    while shared.finished.load(Ordering::Acquire) < tasks {
+        if spins < 1 << 11 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    if shared.panicked.load(Ordering::Relaxed) {
+        panic!("a zoo-quant kernel task panicked");
+    }
+}
+
+/// Quantises activation rows `0..n` into `rows`, in parallel when there are many.
+pub(crate) fn for_each_act_row(
+    n: usize,
+    cols: usize,
+    kind: ActKind,
+    rows: RowsMut<'_>,
+    f: impl Fn(usize, RowsMut<'_>) + Sync,
+) {
+    fn go(
+        start: usize,
+        n: usize,
+        cols: usize,
+        kind: ActKind,
+        rows: RowsMut<'_>,
+        f: &(impl Fn(usize, RowsMut<'_>) + Sync),
+    ) {
+        if n * cols <= 64 * 1024 || n == 1 {
+            let mut rest = rows;
+            for r in start..start + n {
+                let (one, tail) = rest.split_rows(1, cols, kind);
+                f(r, one);
+                rest = tail;
+            }
+            return;
+        }
+        let half = n / 2;
+        let (a, b) = rows.split_rows(half, cols, kind);
+        rayon::join(
+            || go(start, half, cols, kind, a, f),
+            || go(start + half, n - half, cols, kind, b, f),
+        );
+    }
+    go(0, n, cols, kind, rows, &f);
+}

@@ -1,0 +1,289 @@
+//! Speed and memory of any model: prefill and decode tokens/s of causal LMs, sentences/s of
+//! BERT encoders, load time, peak resident memory, and on a text the (pseudo-)perplexity —
+//! what `zoo bench` and `zoo compare --measure` report, as JSON.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use serde_json::{json, Value};
+
+use crate::bert::SentenceEncoder;
+use crate::eval::{causal_nll, masked_nll};
+use crate::nn::{CausalLm, GenerationConfig, Sampling, TextGenerator};
+use crate::resolve::{Family, ModelRef};
+use crate::Error;
+
+/// How speed is measured, for footnotes and JSON.
+pub const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
+
+/// How memory is measured, for footnotes and JSON.
+pub const MEMORY_METHOD: &str = "peak resident memory (VmHWM, Linux) of a child process of zoo that loaded and measured only this model on this backend: weights, activations and the backend's own allocations; GPU memory is not included; MB = 10⁶ bytes";
+
+/// How perplexity is computed, for footnotes and JSON.
+pub const PERPLEXITY_METHOD: &str = "perplexity = exp(mean negative log-likelihood of each next token) over the --text file as one string, tokenized by the model's own tokenizer (BOS first where the model adds one; the first token is not scored). A text longer than the window (the model's context, or --window) is scored in windows moved by --stride tokens (default half the window): each token is scored once, in the first window that contains it after the part already scored, so after the first window every token has at least window − stride tokens of left context (the strided method of the Hugging Face perplexity guide)";
+
+/// How pseudo-perplexity is computed, for footnotes and JSON.
+pub const PSEUDO_PERPLEXITY_METHOD: &str = "pseudo-perplexity (Salazar et al. 2020, Masked Language Model Scoring) = exp(−mean log p(token | all other tokens)), each token replaced by [MASK] in turn; every non-empty line of the --text file is one sequence [CLS] line [SEP] (a line longer than the model's maximum length is cut into pieces); only BERT checkpoints with a masked-LM head (cls.predictions) have one";
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchSettings {
+    /// Prompt tokens (causal LMs; cut to half the context of small models) or words per
+    /// sentence (BERT).
+    pub prompt_len: usize,
+    /// Tokens generated per run (causal LMs).
+    pub gen_len: usize,
+    /// Sentences per forward pass (BERT).
+    pub batch: usize,
+    /// Timed runs after one warm-up run.
+    pub runs: usize,
+    /// Perplexity window in tokens (default: the model's context).
+    pub window: Option<usize>,
+    /// Tokens the window moves by (default: half the window).
+    pub stride: Option<usize>,
+}
+
+impl BenchSettings {
+    /// Checks the numbers.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.runs == 0 || self.prompt_len == 0 || self.batch == 0 {
+            return Err(Error::Input(
+                "runs, prompt length and batch must be at least 1".into(),
+            ));
+        }
+        if self.window.is_some_and(|w| w < 2) {
+            return Err(Error::Input("the window must be at least 2 tokens".into()));
+        }
+        if self.stride == Some(0) {
+            return Err(Error::Input("the stride must be at least 1 token".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Median, minimum, maximum and every value of some measurements, as JSON.
+pub fn spread(values: &[f64]) -> Value {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    json!({
+        "median": median,
+        "min": v.first().copied().unwrap_or(0.0),
+        "max": v.last().copied().unwrap_or(0.0),
+        "runs": v,
+    })
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Sentences/s of `runs` timed batches of `batch` sentences of about `words` words each, after
+/// one warm-up batch; also returns the words per sentence.
+pub fn encoder_rates<B: Backend>(
+    encoder: &SentenceEncoder<B>,
+    words: usize,
+    batch: usize,
+    runs: usize,
+) -> Result<(Vec<f64>, usize), Error> {
+    let sentence = "the quick brown fox jumps over the lazy dog ".repeat(words / 9 + 1);
+    let words: Vec<&str> = sentence.split_whitespace().take(words.max(1)).collect();
+    let text = words.join(" ");
+    let texts: Vec<&str> = vec![text.as_str(); batch.max(1)];
+    encoder.embed(&texts, texts.len())?; // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        encoder.embed(&texts, texts.len())?;
+        rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((rates, words.len()))
+}
+
+/// Prefill and decode tokens/s of `runs` greedy generations of `gen_len` tokens after a fixed
+/// pseudo-random prompt of `prompt_len` ids, after one warm-up run (decode empty when
+/// `gen_len < 2`). No stop ids: every run does exactly the same work.
+pub fn causal_rates<B: Backend, M: CausalLm<B>>(
+    lm: &TextGenerator<B, M>,
+    prompt_len: usize,
+    gen_len: usize,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    let vocab = lm.model.vocab_size() as u64;
+    let prompt: Vec<u32> = (0..prompt_len as u64)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.min(30_000)) as u32)
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: gen_len,
+        sampling: Sampling::greedy(),
+        stop_ids: Some(Vec::new()),
+    };
+    lm.generate(&prompt, &config, |_| true)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let out = lm.generate(&prompt, &config, |_| true)?;
+        prefill.push(out.stats.prefill_rate());
+        if gen_len > 1 {
+            decode.push(out.stats.decode_rate());
+        }
+    }
+    Ok((prefill, decode))
+}
+
+/// Measures the model at `model` on backend `B`: load time, speed (see [`SPEED_METHOD`]) and,
+/// with `text`, perplexity (causal LMs, [`PERPLEXITY_METHOD`]) or pseudo-perplexity (BERT
+/// masked LMs, [`PSEUDO_PERPLEXITY_METHOD`]). Peak memory is added by the caller, which knows
+/// what else its process holds.
+pub fn measure<B: Backend>(
+    model: &ModelRef,
+    settings: &BenchSettings,
+    text: Option<&str>,
+    device: &B::Device,
+) -> Result<Value, Error> {
+    settings.check()?;
+    let start = Instant::now();
+    let s = settings;
+    if model.family == Family::Bert {
+        let encoder = SentenceEncoder::<B>::load(&model.path, device)?;
+        let load_secs = start.elapsed().as_secs_f64();
+        let (rates, words) = encoder_rates(&encoder, s.prompt_len, s.batch, s.runs)?;
+        let mut out = json!({
+            "family": Family::Bert.name(),
+            "model": model.path,
+            "load_secs": load_secs,
+            "words_per_sentence": words,
+            "batch": s.batch,
+            "runs": s.runs,
+            "sentences_per_s": spread(&rates),
+        });
+        if let Some(text) = text {
+            match masked_nll(&encoder, text)? {
+                None => {
+                    out["pseudo_perplexity"] = Value::Null;
+                    out["perplexity_note"] = json!("no masked-LM head (cls.predictions) in this checkpoint: no pseudo-perplexity");
+                }
+                Some(nll) => merge(
+                    &mut out,
+                    json!({
+                        "pseudo_perplexity": nll.perplexity(),
+                        "mean_nll": nll.mean(),
+                        "text_tokens": nll.scored,
+                        "scored_tokens": nll.scored,
+                        "sequences": nll.windows,
+                        "max_len": encoder.max_len,
+                        "method": format!(
+                            "pseudo-perplexity over {} tokens in {} sequence(s) of at most {} tokens; {PSEUDO_PERPLEXITY_METHOD}",
+                            nll.scored, nll.windows, encoder.max_len
+                        ),
+                    }),
+                ),
+            }
+        }
+        return Ok(out);
+    }
+    let lm = crate::open::<B>(&model.path, device)?;
+    let load_secs = start.elapsed().as_secs_f64();
+    let context = lm.context_length();
+    if context < 2 {
+        return Err(Error::Input(format!(
+            "the model's context of {context} tokens is too short to measure"
+        )));
+    }
+    // The text is checked before the speed runs, so that a bad one fails at once.
+    let scoring = match (text, &lm.tokenizer) {
+        (None, _) => None,
+        (Some(_), None) => Some(Err(format!(
+            "{} has no tokenizer (tokenizer.json, vocab.json + merges.txt, or encoder.json + vocab.bpe): no perplexity",
+            model.path.display()
+        ))),
+        (Some(text), Some(_)) => {
+            let ids = lm.encode(text)?;
+            if ids.len() < 2 {
+                return Err(Error::Input(format!(
+                    "the text encodes to {} token(s) with the model's tokenizer: perplexity needs at least 2",
+                    ids.len()
+                )));
+            }
+            let vocab = lm.model.vocab_size();
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::Input(format!(
+                    "the tokenizer gives id {bad}, outside the model's vocabulary of {vocab}"
+                )));
+            }
+            let window = s.window.unwrap_or(context);
+            if window > context {
+                return Err(Error::Input(format!(
+                    "--window {window} exceeds the model's context of {context} tokens"
+                )));
+            }
+            let stride = s.stride.unwrap_or((window / 2).max(1));
+            if stride > window {
+                return Err(Error::Input(format!(
+                    "--stride {stride} is longer than the window of {window} tokens"
+                )));
+            }
+            Some(Ok((ids, window, stride)))
+        }
+    };
+    let prompt_len = s.prompt_len.min(context / 2).max(1);
+    let gen_len = s.gen_len.min(context - prompt_len);
+    let (prefill, decode) = causal_rates(&lm, prompt_len, gen_len, s.runs)?;
+    let mut out = json!({
+        "family": model.family.name(),
+        "model": model.path,
+        "load_secs": load_secs,
+        "prompt_len": prompt_len,
+        "gen_len": gen_len,
+        "runs": s.runs,
+        "prefill_tok_s": spread(&prefill),
+        "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+    });
+    let (ids, window, stride) = match scoring {
+        None => return Ok(out),
+        Some(Err(note)) => {
+            out["perplexity"] = Value::Null;
+            out["perplexity_note"] = json!(note);
+            return Ok(out);
+        }
+        Some(Ok(scoring)) => scoring,
+    };
+    let nll = causal_nll(&lm.model, &ids, window, stride)?;
+    merge(
+        &mut out,
+        json!({
+            "perplexity": nll.perplexity(),
+            "mean_nll": nll.mean(),
+            "text_tokens": ids.len(),
+            "scored_tokens": nll.scored,
+            "window": window,
+            "stride": stride,
+            "windows": nll.windows,
+            "method": format!(
+                "perplexity over {} tokens ({} scored) in {} window(s) of {window} tokens, stride {stride}; {PERPLEXITY_METHOD}",
+                ids.len(), nll.scored, nll.windows
+            ),
+        }),
+    );
+    Ok(out)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}

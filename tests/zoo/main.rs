@@ -1,0 +1,22 @@
+//! The integration tests of burn-zoo, in one test binary: every module below was its own test
+//! binary once, and each linked every model for every backend again. One binary links once.
+//!
+//! Each module is one area: parity with transformers per family, the ChatGLM golden files,
+//! word2vec against gensim, the `zoo` command line, the library pipeline, real weights.
+
+#[macro_use]
+mod common;
+
+mod bert;
+mod cli;
+mod glm_golden;
+mod glm_parity;
+mod glm_tokenizer;
+mod gpt2;
+mod llama;
+mod measure;
+mod pipeline;
+mod real_weights;
+mod tokenizer;
+mod word2vec_gensim;
+mod word2vec_train;
