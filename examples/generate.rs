@@ -1,5 +1,5 @@
-//! Load a causal LM (a Hugging Face folder or a `.gguf` file) and generate greedily, on any
-//! compiled-in backend: the library calls behind `zoo generate`, in one page.
+//! Load a causal LM (a Hugging Face folder or a `.gguf` file) and generate greedily on the
+//! best backend this machine has: the library calls behind `zoo generate`, in one page.
 //!
 //! ```sh
 //! cargo run --release --example generate -- tests/fixtures/gpt2/tiny-a "the" 20
@@ -7,8 +7,9 @@
 
 use std::path::PathBuf;
 
-use burn_zoo::backends::{self, with_backend, BackendChoice};
-use burn_zoo::nn::GenerationConfig;
+use burn_zoo::backends::{self, BackendChoice};
+use burn_zoo::nn::{GenerationConfig, WeightFormat};
+use burn_zoo::DynLanguageModel;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -16,12 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = args.next().unwrap_or_else(|| "Hello".to_string());
     let max_new: usize = args.next().map_or(Ok(20), |n| n.parse())?;
     let kind = backends::resolve(BackendChoice::Auto)?;
-    let text = with_backend!(kind, |B, device| {
-        let lm = burn_zoo::open::<B>(&path, &device)?;
-        let ids = lm.encode(&prompt)?;
-        let out = lm.generate(&ids, &GenerationConfig::greedy(max_new), |_| true)?;
-        format!("{prompt}{}", out.text.unwrap_or_default())
-    })?;
-    println!("[{kind}] {text}");
+    let lm = DynLanguageModel::open(kind, &path, WeightFormat::AS_STORED)?;
+    let ids = lm.encode(&prompt)?;
+    let out = lm.generate(&ids, &GenerationConfig::greedy(max_new), |_| true)?;
+    println!("[{kind}] {prompt}{}", out.text.unwrap_or_default());
     Ok(())
 }

@@ -6,12 +6,16 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use serde_json::{json, Value};
+use zoo_backends::{with_backend, BackendKind};
 
 use crate::bert::SentenceEncoder;
+use crate::catalog::{Architecture, ModelEntry, Positional};
 use crate::eval::{causal_nll, masked_nll};
-use crate::nn::{CausalLm, GenerationConfig, Sampling, TextGenerator};
+use crate::nn::{
+    CausalLm, GenerationConfig, Sampling, TextEncoding, TextGenerator, WeightFormat, Weights,
+};
 use crate::resolve::{Family, ModelRef};
-use crate::Error;
+use crate::{CausalModel, Error, LanguageModel};
 
 /// How speed is measured, for footnotes and JSON.
 pub const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
@@ -41,6 +45,8 @@ pub struct BenchSettings {
     pub window: Option<usize>,
     /// Tokens the window moves by (default: half the window).
     pub stride: Option<usize>,
+    /// The formats the weights are kept in.
+    pub format: WeightFormat,
 }
 
 impl BenchSettings {
@@ -159,7 +165,7 @@ pub fn measure<B: Backend>(
     let start = Instant::now();
     let s = settings;
     if model.family == Family::Bert {
-        let encoder = SentenceEncoder::<B>::load(&model.path, device)?;
+        let encoder = SentenceEncoder::<B>::load_with(&model.path, device, s.format)?;
         let load_secs = start.elapsed().as_secs_f64();
         let (rates, words) = encoder_rates(&encoder, s.prompt_len, s.batch, s.runs)?;
         let mut out = json!({
@@ -196,7 +202,7 @@ pub fn measure<B: Backend>(
         }
         return Ok(out);
     }
-    let lm = crate::open::<B>(&model.path, device)?;
+    let lm = crate::open_with::<B>(&model.path, device, s.format)?;
     let load_secs = start.elapsed().as_secs_f64();
     let context = lm.context_length();
     if context < 2 {
@@ -252,6 +258,7 @@ pub fn measure<B: Backend>(
         "runs": s.runs,
         "prefill_tok_s": spread(&prefill),
         "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+        "weights": s.format.describe(),
     });
     let (ids, window, stride) = match scoring {
         None => return Ok(out),
@@ -286,4 +293,176 @@ fn merge(into: &mut Value, from: Value) {
     if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
         into.extend(from);
     }
+}
+
+/// How random-weight models are measured, for footnotes and JSON.
+pub const RANDOM_METHOD: &str = "random weights: the catalog architecture at its real size, every matrix seeded random in the asked format (block formats made directly as random blocks, never as f32), norms 1; nothing is downloaded. Speed and memory do not depend on the values; the outputs are meaningless";
+
+/// The catalog model `entry` at its real size with seeded random weights in `format`, as a
+/// [`LanguageModel`] without a tokenizer (for speed and memory: the outputs are noise).
+/// LLaMA, GPT-2 and the chatglm-layout GLM generations are supported.
+pub fn random_model<B: Backend>(
+    entry: &ModelEntry,
+    format: WeightFormat,
+    seed: u64,
+    device: &B::Device,
+) -> Result<LanguageModel<B>, Error> {
+    let c = &entry.config;
+    let need = |what: &str, v: Option<u64>| -> Result<usize, Error> {
+        v.map(|v| v as usize).ok_or_else(|| {
+            Error::Input(format!(
+                "the catalog entry {} has no {what}: its shape is unknown",
+                entry.id
+            ))
+        })
+    };
+    let (layers, d, heads) = (
+        need("layers", c.layers)?,
+        need("hidden_size", c.hidden_size)?,
+        need("heads", c.heads)?,
+    );
+    let vocab = need("vocab_size", c.vocab_size)?;
+    let inner = need("intermediate_size", c.intermediate_size)?;
+    let context = need("context_length", entry.context_length.or(c.max_positions))?;
+    let tied = c.tied_embeddings == Some(true);
+    let path = std::path::PathBuf::from(format!("random:{}", entry.id));
+    let input = |e: String| Error::Input(format!("{}: {e}", entry.id));
+    let model = match entry.architecture {
+        Architecture::Llama => {
+            let config = crate::llama::LlamaConfig::from_json(
+                &json!({
+                    "vocab_size": vocab, "hidden_size": d, "intermediate_size": inner,
+                    "num_hidden_layers": layers, "num_attention_heads": heads,
+                    "num_key_value_heads": c.kv_heads.unwrap_or(heads as u64),
+                    "head_dim": c.head_size(), "rms_norm_eps": c.norm_eps.unwrap_or(1e-5),
+                    "rope_theta": c.rope_theta.unwrap_or(10000.0),
+                    "max_position_embeddings": context, "tie_word_embeddings": tied,
+                    "hidden_act": "silu", "model_type": "llama",
+                })
+                .to_string(),
+            )
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, move |n: &str| tied && n == "lm_head.weight");
+            w.set_format(format);
+            CausalModel::Llama(crate::llama::from_weights(&config, &mut w, None, device)?)
+        }
+        Architecture::Gpt2 => {
+            let config = crate::gpt2::Gpt2Config::from_json(
+                &json!({
+                    "vocab_size": vocab, "n_positions": context, "n_embd": d, "n_layer": layers,
+                    "n_head": heads, "n_inner": inner, "tie_word_embeddings": tied,
+                    "activation_function": "gelu_new", "model_type": "gpt2",
+                })
+                .to_string(),
+            )
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, move |n: &str| {
+                (tied && n == "lm_head.weight") || n.starts_with("transformer.")
+            });
+            w.set_format(format);
+            CausalModel::Gpt2(crate::gpt2::load::from_weights(&config, &mut w, device)?)
+        }
+        Architecture::Chatglm if c.positional == Some(Positional::Rope2d) => {
+            let config: crate::glm::ChatGlmV1Config = serde_json::from_value(json!({
+                "hidden_size": d, "num_attention_heads": heads, "num_layers": layers,
+                "vocab_size": vocab, "inner_hidden_size": inner,
+                "layernorm_epsilon": c.norm_eps.unwrap_or(1e-5), "max_sequence_length": context,
+            }))
+            .map_err(|e| input(e.to_string()))?;
+            let mut w = Weights::synthetic(seed, |n: &str| n.contains("prefix_encoder"));
+            w.set_format(format);
+            CausalModel::Glm(crate::glm::Glm::V1(crate::glm::v1::from_weights(
+                &config, &mut w, None, device,
+            )?))
+        }
+        Architecture::Chatglm => {
+            let kv = c.kv_heads.unwrap_or(heads as u64);
+            let config: crate::glm::ChatGlmV2Config = serde_json::from_value(json!({
+                "hidden_size": d, "num_attention_heads": heads, "num_layers": layers,
+                "kv_channels": c.head_size().unwrap_or((d / heads) as u64),
+                "multi_query_attention": kv < heads as u64, "multi_query_group_num": kv,
+                "padded_vocab_size": vocab, "ffn_hidden_size": inner,
+                "layernorm_epsilon": c.norm_eps.unwrap_or(1e-5), "rmsnorm": true,
+                "add_bias_linear": c.linear_bias == Some(true),
+                "add_qkv_bias": c.qkv_bias != Some(false), "seq_length": context,
+                "rope_ratio": c.rope_theta.unwrap_or(10000.0) / 10000.0,
+            }))
+            .map_err(|e| input(e.to_string()))?;
+            let mut w = Weights::synthetic(seed, |n: &str| n.contains("prefix_encoder"));
+            w.set_format(format);
+            CausalModel::Glm(crate::glm::Glm::V2(crate::glm::v2::from_weights(
+                &config, &mut w, None, device,
+            )?))
+        }
+        other => {
+            return Err(Error::Input(format!(
+                "random weights are made for LLaMA, GPT-2 and the chatglm-layout GLM models, not {other} ({})",
+                entry.id
+            )))
+        }
+    };
+    Ok(TextGenerator::new(
+        model,
+        &path,
+        None,
+        TextEncoding::Tokenizer,
+        None,
+        Vec::new(),
+    ))
+}
+
+/// [`measure`] on a catalog architecture with random weights ([`random_model`]).
+pub fn measure_random<B: Backend>(
+    entry: &ModelEntry,
+    settings: &BenchSettings,
+    seed: u64,
+    device: &B::Device,
+) -> Result<Value, Error> {
+    settings.check()?;
+    let s = settings;
+    let start = Instant::now();
+    let lm = random_model::<B>(entry, s.format, seed, device)?;
+    let load_secs = start.elapsed().as_secs_f64();
+    let context = lm.context_length();
+    let prompt_len = s.prompt_len.min(context / 2).max(1);
+    let gen_len = s.gen_len.min(context - prompt_len);
+    let (prefill, decode) = causal_rates(&lm, prompt_len, gen_len, s.runs)?;
+    Ok(json!({
+        "family": entry.architecture.as_str(),
+        "model": entry.id,
+        "random_weights": true,
+        "seed": seed,
+        "weights": s.format.describe(),
+        "load_secs": load_secs,
+        "prompt_len": prompt_len,
+        "gen_len": gen_len,
+        "runs": s.runs,
+        "prefill_tok_s": spread(&prefill),
+        "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+        "method": RANDOM_METHOD,
+    }))
+}
+
+/// [`measure`] on the backend `kind` chosen at run time.
+pub fn measure_on(
+    kind: BackendKind,
+    model: &ModelRef,
+    settings: &BenchSettings,
+    text: Option<&str>,
+) -> Result<Value, Error> {
+    with_backend!(kind, |B, device| { measure::<B>(model, settings, text, &device)? })
+        .map_err(|e| Error::Input(e.to_string()))
+}
+
+/// [`measure_random`] on the backend `kind` chosen at run time.
+pub fn measure_random_on(
+    kind: BackendKind,
+    entry: &ModelEntry,
+    settings: &BenchSettings,
+    seed: u64,
+) -> Result<Value, Error> {
+    with_backend!(kind, |B, device| {
+        measure_random::<B>(entry, settings, seed, &device)?
+    })
+    .map_err(|e| Error::Input(e.to_string()))
 }

@@ -5,9 +5,11 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use zoo_backends::{with_backend, BackendKind};
+
 use crate::bert::{self, SentenceEncoder};
 use crate::nn::pipeline::rows;
-use crate::nn::{ids_tensor, CausalLm, Logits, PipelineError};
+use crate::nn::{ids_tensor, CausalLm, Logits, PipelineError, WeightFormat};
 use crate::resolve::{Family, ModelRef};
 use crate::Error;
 
@@ -21,6 +23,8 @@ pub struct ForwardOptions {
     pub token_type_ids: Option<Vec<u32>>,
     /// BERT: attention mask, one 0 or 1 per id (default: all 1).
     pub attention_mask: Option<Vec<u32>>,
+    /// The formats the weights are kept in.
+    pub format: WeightFormat,
 }
 
 /// One forward pass over `ids` of the model at `model`: a row of logits per position (masked-LM
@@ -39,7 +43,7 @@ pub fn forward<B: Backend>(
             "token type ids and attention masks are for BERT models".into(),
         ));
     }
-    let lm = crate::open::<B>(&model.path, device)?;
+    let lm = crate::open_with::<B>(&model.path, device, options.format)?;
     let what = if options.hidden {
         Logits::Hidden
     } else {
@@ -54,7 +58,7 @@ fn bert_forward<B: Backend>(
     options: &ForwardOptions,
     device: &B::Device,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    let (config, bert) = bert::load::<B>(&model.path, device)?;
+    let (config, bert) = bert::load_with::<B>(&model.path, device, options.format)?;
     let types = options.token_type_ids.as_ref().map(|t| vec![t.clone()]);
     let batch = bert::Batch::new(
         std::slice::from_ref(&ids.to_vec()),
@@ -263,4 +267,15 @@ pub fn masked_nll<B: Backend>(enc: &SentenceEncoder<B>, text: &str) -> Result<Op
         ));
     }
     Ok(Some(nll))
+}
+
+/// [`forward`] on the backend `kind` chosen at run time.
+pub fn forward_on(
+    kind: BackendKind,
+    model: &ModelRef,
+    ids: &[u32],
+    options: &ForwardOptions,
+) -> Result<Vec<Vec<f32>>, Error> {
+    with_backend!(kind, |B, device| { forward::<B>(model, ids, options, &device)? })
+        .map_err(|e| Error::Input(e.to_string()))
 }

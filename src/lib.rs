@@ -24,11 +24,15 @@ pub use zoo_word2vec as word2vec;
 
 pub mod bench;
 pub mod describe;
+pub mod encoder;
 pub mod eval;
+pub mod export;
 pub mod lm;
 pub mod resolve;
 
-pub use lm::{open, CausalCache, CausalModel, ForwardError, LanguageModel};
+pub use lm::{
+    open, open_with, CausalCache, CausalModel, DynLanguageModel, ForwardError, LanguageModel,
+};
 
 use std::path::PathBuf;
 
@@ -50,6 +54,9 @@ pub enum Error {
     /// A BERT checkpoint failed to load or run.
     #[error(transparent)]
     Bert(#[from] bert::BertError),
+    /// Checkpoint tensors missing, misshapen or unreadable.
+    #[error(transparent)]
+    Weights(#[from] nn::WeightError),
     /// Bad ids, no tokenizer, no chat format, a prompt too long, a failed forward pass.
     #[error(transparent)]
     Pipeline(#[from] nn::PipelineError),

@@ -18,14 +18,19 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::{backend::Backend, Int, Tensor};
+use zoo_backends::{with_backend, BackendKind};
 
 use crate::glm::{Glm, GlmCache, GlmError};
 use crate::gpt2::{Gpt2, Gpt2Cache};
 use crate::llama::{Llama, LlamaCache};
 use crate::nn::attention::CacheFull;
-use crate::nn::{CausalLm, Logits, TextGenerator};
+use crate::nn::{
+    ChatFormat, Conversation, CausalLm, GenerationConfig, Generated, Logits, Message,
+    PipelineError, TextGenerator, TextTokenizer, WeightFormat,
+};
 use crate::resolve::{resolve_path, Family};
 use crate::Error;
 
@@ -122,12 +127,204 @@ pub type LanguageModel<B> = TextGenerator<B, CausalModel<B>>;
 /// Opens a causal LM — a Hugging Face folder (GPT-2, LLaMA, GLM) or a `.gguf` file — with its
 /// tokenizer, prompt encoding, chat format and stop ids.
 pub fn open<B: Backend>(path: &Path, device: &B::Device) -> Result<LanguageModel<B>, Error> {
+    open_with(path, device, WeightFormat::AS_STORED)
+}
+
+/// [`open`], keeping the weights in `format`: as stored (a GGUF file's own block formats),
+/// in f16 / bf16, or quantized at load (see [`WeightFormat`]).
+pub fn open_with<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<LanguageModel<B>, Error> {
     let model = resolve_path(path)?;
     let path = model.path.as_path();
     Ok(match model.family {
-        Family::Gpt2 => crate::gpt2::open::<B>(path, device)?.map_model(CausalModel::Gpt2),
-        Family::Llama => crate::llama::open::<B>(path, device)?.map_model(CausalModel::Llama),
-        Family::Glm => crate::glm::open::<B>(path, device)?.map_model(CausalModel::Glm),
+        Family::Gpt2 => {
+            crate::gpt2::open_with::<B>(path, device, format)?.map_model(CausalModel::Gpt2)
+        }
+        Family::Llama => {
+            crate::llama::open_with::<B>(path, device, format)?.map_model(CausalModel::Llama)
+        }
+        Family::Glm => crate::glm::open_with::<B>(path, device, format)?.map_model(CausalModel::Glm),
         Family::Bert => return Err(Error::NotCausal(model.path)),
     })
+}
+
+/// A causal LM on the backend chosen at run time, without a backend type parameter: what a
+/// program that takes `--backend` holds. The generic code is compiled once, in this crate.
+pub struct DynLanguageModel {
+    inner: Box<dyn ErasedLm>,
+    kind: BackendKind,
+}
+
+impl std::fmt::Debug for DynLanguageModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynLanguageModel")
+            .field("backend", &self.kind)
+            .field("source", &self.inner.source())
+            .finish()
+    }
+}
+
+/// The backend-free face of a [`LanguageModel`].
+trait ErasedLm {
+    fn source(&self) -> &Path;
+    fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError>;
+    fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, PipelineError>;
+    fn tokenizer(&self) -> Option<&TextTokenizer>;
+    fn has_chat_format(&self) -> bool;
+    fn set_chat_format(&mut self, format: Arc<dyn ChatFormat>);
+    fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>, PipelineError>;
+    fn context_length(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    fn generate(
+        &self,
+        prompt: &[u32],
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError>;
+    fn reply(
+        &self,
+        conversation: &mut Conversation,
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError>;
+    fn forward_rows(&self, ids: &[u32], what: Logits) -> Result<Vec<Vec<f32>>, PipelineError>;
+}
+
+impl<B: Backend> ErasedLm for LanguageModel<B> {
+    fn source(&self) -> &Path {
+        &self.source
+    }
+    fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        TextGenerator::encode(self, text)
+    }
+    fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, PipelineError> {
+        TextGenerator::decode(self, ids, skip_special)
+    }
+    fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
+    }
+    fn has_chat_format(&self) -> bool {
+        self.chat_format.is_some()
+    }
+    fn set_chat_format(&mut self, format: Arc<dyn ChatFormat>) {
+        TextGenerator::set_chat_format(self, format)
+    }
+    fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>, PipelineError> {
+        TextGenerator::chat_prompt(self, messages)
+    }
+    fn context_length(&self) -> usize {
+        TextGenerator::context_length(self)
+    }
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+    fn generate(
+        &self,
+        prompt: &[u32],
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError> {
+        TextGenerator::generate(self, prompt, config, on_text)
+    }
+    fn reply(
+        &self,
+        conversation: &mut Conversation,
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError> {
+        TextGenerator::reply(self, conversation, config, on_text)
+    }
+    fn forward_rows(&self, ids: &[u32], what: Logits) -> Result<Vec<Vec<f32>>, PipelineError> {
+        TextGenerator::forward_rows(self, ids, what)
+    }
+}
+
+impl DynLanguageModel {
+    /// Opens the causal LM at `path` (folder or `.gguf`) on the backend `kind`, keeping its
+    /// weights in `format` (see [`open_with`]).
+    pub fn open(kind: BackendKind, path: &Path, format: WeightFormat) -> Result<Self, Error> {
+        let inner = with_backend!(kind, |B, device| {
+            Box::new(open_with::<B>(path, &device, format)?) as Box<dyn ErasedLm>
+        })
+        .map_err(|e| Error::Input(e.to_string()))?;
+        Ok(Self { inner, kind })
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Where the model was loaded from.
+    pub fn source(&self) -> &Path {
+        self.inner.source()
+    }
+
+    /// The ids of a text prompt, as the checkpoint's reference tokenizer gives them.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        self.inner.encode(text)
+    }
+
+    /// The text of `ids`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, PipelineError> {
+        self.inner.decode(ids, skip_special)
+    }
+
+    /// The checkpoint's tokenizer, if it ships one.
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.inner.tokenizer()
+    }
+
+    /// Whether the model has a chat format.
+    pub fn has_chat_format(&self) -> bool {
+        self.inner.has_chat_format()
+    }
+
+    /// Replaces the chat format.
+    pub fn set_chat_format(&mut self, format: Arc<dyn ChatFormat>) {
+        self.inner.set_chat_format(format)
+    }
+
+    /// The prompt ids of a conversation that ends with the user's message.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>, PipelineError> {
+        self.inner.chat_prompt(messages)
+    }
+
+    /// The longest sequence the model accepts.
+    pub fn context_length(&self) -> usize {
+        self.inner.context_length()
+    }
+
+    /// Tokens in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    /// See [`TextGenerator::generate`].
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        config: &GenerationConfig,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError> {
+        self.inner.generate(prompt, config, &mut on_text)
+    }
+
+    /// See [`TextGenerator::reply`].
+    pub fn reply(
+        &self,
+        conversation: &mut Conversation,
+        config: &GenerationConfig,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generated, PipelineError> {
+        self.inner.reply(conversation, config, &mut on_text)
+    }
+
+    /// See [`TextGenerator::forward_rows`].
+    pub fn forward_rows(&self, ids: &[u32], what: Logits) -> Result<Vec<Vec<f32>>, PipelineError> {
+        self.inner.forward_rows(ids, what)
+    }
 }

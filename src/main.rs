@@ -53,6 +53,8 @@ enum Command {
     Similarity(commands::bert::SimilarityArgs),
     /// Masked-token prediction (BERT).
     FillMask(commands::bert::FillMaskArgs),
+    /// Write a Hugging Face checkpoint as a GGUF file llama.cpp runs (q8_0, q4_0, q4_1, f16).
+    Quantize(commands::quantize::QuantizeArgs),
     /// Internal: measure one model on one backend as JSON (the child of `compare --measure`).
     #[command(name = "__measure", hide = true)]
     Measure(commands::compare::MeasureOneArgs),
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::bert::embed(&ctx, args),
         Command::Similarity(args) => commands::bert::similarity(&ctx, args),
         Command::FillMask(args) => commands::bert::fill_mask(&ctx, args),
+        Command::Quantize(args) => commands::quantize::quantize(&ctx, args),
         Command::Measure(args) => commands::compare::measure_one(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),

@@ -1,11 +1,10 @@
 //! `zoo bench`: warm-up, then R timed runs; median and spread of prefill and decode tokens/s
 //! (causal models) or sentences/s (BERT), load time and peak memory.
 
-use burn_zoo::backends::with_backend;
 use burn_zoo::bench::{peak_rss_bytes, BenchSettings};
 use serde_json::json;
 
-use super::{print_json, resolve_model, Context};
+use super::{fetch, print_json, resolve_model, Context, WeightArgs};
 
 /// Arguments of `zoo bench`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +23,15 @@ pub struct BenchArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    #[command(flatten)]
+    pub weights: WeightArgs,
+    /// Build the catalog architecture at its real size with seeded random weights instead of
+    /// loading it (never downloads): speed and memory of 6B–13B shapes on this machine.
+    #[arg(long)]
+    pub random_weights: bool,
+    /// Seed of --random-weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// `zoo bench`.
@@ -35,13 +43,18 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         runs: args.runs,
         window: None,
         stride: None,
+        format: args.weights.format()?,
     };
     settings.check()?;
-    let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
-    let mut report = with_backend!(kind, |B, device| {
-        burn_zoo::bench::measure::<B>(&model, &settings, None, &device)?
-    })?;
+    let mut report = if args.random_weights {
+        let catalog = fetch::catalog()?;
+        let entry = catalog.get(&args.model)?;
+        burn_zoo::bench::measure_random_on(kind, entry, &settings, args.seed)?
+    } else {
+        let model = resolve_model(&args.model)?;
+        burn_zoo::bench::measure_on(kind, &model, &settings, None)?
+    };
     report["backend"] = json!(kind.name());
     report["peak_rss_bytes"] = json!(peak_rss_bytes());
     if ctx.json {
@@ -49,6 +62,10 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("model      {}", report["model"].as_str().unwrap_or(""));
     println!("backend    {kind}");
+    println!(
+        "weights    {}",
+        report["weights"].as_str().unwrap_or("as stored")
+    );
     println!(
         "load       {:.2} s",
         report["load_secs"].as_f64().unwrap_or(0.0)

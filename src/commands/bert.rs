@@ -1,15 +1,13 @@
 //! `zoo embed`, `zoo similarity`, `zoo fill-mask`: the BERT family.
 
 use std::io::BufRead;
-use std::time::Instant;
 
 use anyhow::bail;
-use burn_zoo::backends::with_backend;
-use burn_zoo::bert::SentenceEncoder;
+use burn_zoo::nn::WeightFormat;
 use burn_zoo::resolve::{Family, ModelRef};
 use serde_json::json;
 
-use super::{print_json, resolve_model, Context};
+use super::{print_json, resolve_model, Context, WeightArgs};
 
 /// Arguments of `zoo embed`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +22,8 @@ pub struct EmbedArgs {
     /// Fail instead of truncating texts longer than the model's maximum.
     #[arg(long)]
     pub no_truncate: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 /// Arguments of `zoo similarity`.
@@ -65,6 +65,7 @@ fn embed_texts(
     texts: Vec<String>,
     batch: usize,
     truncate: bool,
+    format: WeightFormat,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     if batch == 0 {
         bail!("--batch-size must be at least 1");
@@ -72,12 +73,8 @@ fn embed_texts(
     let kind = ctx.backend()?;
     let n = texts.len();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (out, secs) = with_backend!(kind, |B, device| {
-        let encoder = SentenceEncoder::<B>::load(&model.path, &device)?;
-        let start = Instant::now();
-        let out = encoder.embed_detailed(&refs, batch, truncate)?;
-        (out, start.elapsed().as_secs_f64())
-    })?;
+    let (out, secs) =
+        burn_zoo::encoder::embed_on(kind, &model.path, &refs, batch, truncate, format)?;
     for (i, t) in out.truncated.iter().enumerate() {
         if *t {
             eprintln!(
@@ -107,7 +104,14 @@ pub fn embed(ctx: &Context, args: EmbedArgs) -> anyhow::Result<()> {
     if texts.is_empty() {
         bail!("no texts: give them as arguments or one per line on stdin");
     }
-    let vectors = embed_texts(ctx, model, texts, args.batch_size, !args.no_truncate)?;
+    let vectors = embed_texts(
+        ctx,
+        model,
+        texts,
+        args.batch_size,
+        !args.no_truncate,
+        args.weights.format()?,
+    )?;
     if ctx.json {
         return print_json(&json!({ "embeddings": vectors }));
     }
@@ -121,7 +125,14 @@ pub fn embed(ctx: &Context, args: EmbedArgs) -> anyhow::Result<()> {
 /// `zoo similarity`: cosine similarity of every pair of texts.
 pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
     let model = bert_model(&args.model)?;
-    let vectors = embed_texts(ctx, model, args.texts.clone(), 32, true)?;
+    let vectors = embed_texts(
+        ctx,
+        model,
+        args.texts.clone(),
+        32,
+        true,
+        WeightFormat::AS_STORED,
+    )?;
     let cos = |a: &[f32], b: &[f32]| {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -160,9 +171,7 @@ pub fn fill_mask(ctx: &Context, args: FillMaskArgs) -> anyhow::Result<()> {
         bail!("--top must be at least 1");
     }
     let kind = ctx.backend()?;
-    let masks = with_backend!(kind, |B, device| {
-        SentenceEncoder::<B>::load(&model.path, &device)?.fill_masks(&args.text, args.top)?
-    })?;
+    let masks = burn_zoo::encoder::fill_mask_on(kind, &model.path, &args.text, args.top)?;
     if ctx.json {
         let list: Vec<_> = masks
             .iter()

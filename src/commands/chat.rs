@@ -4,11 +4,13 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::bail;
-use burn_zoo::backends::with_backend;
+use burn_zoo::DynLanguageModel;
 use burn_zoo::nn::{Conversation, GenerationConfig, Template, TemplateFormat};
 use serde_json::json;
 
-use super::{fetch, print_json, resolve_model, stream_to_stdout, Context, SamplingArgs};
+use super::{
+    fetch, print_json, resolve_model, stream_to_stdout, Context, SamplingArgs, WeightArgs,
+};
 
 /// Arguments of `zoo chat`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +33,8 @@ pub struct ChatArgs {
     /// Sampling (greedy unless --temperature, --top-k or --top-p is given).
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 /// `zoo chat`.
@@ -55,20 +59,26 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
         sampling: args.sampling.sampling(false)?,
         stop_ids: None,
     };
+    let format = args.weights.format()?;
     let stream = !ctx.json;
     let kind = ctx.backend()?;
-    with_backend!(kind, |B, device| {
-        let mut lm = burn_zoo::open::<B>(&model.path, &device)?;
-        match (template.clone(), &lm.chat_format) {
-            (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
-            (None, None) => {
-                if let Some(t) = catalog_template.clone() {
-                    lm.set_chat_format(Arc::new(TemplateFormat::new(t, None)));
-                }
+    let mut lm = DynLanguageModel::open(kind, &model.path, format)?;
+    match (template, lm.has_chat_format()) {
+        (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
+        (None, false) => {
+            if let Some(t) = catalog_template {
+                lm.set_chat_format(Arc::new(TemplateFormat::new(t, None)));
             }
-            (None, Some(_)) => {}
         }
-        lm.chat_format()?;
+        (None, true) => {}
+    }
+    if !lm.has_chat_format() {
+        bail!(
+            "{} has no chat template: pass --template (chatml, alpaca, vicuna-v1.1, llama-2-chat, zephyr)",
+            model.path.display()
+        );
+    }
+    {
         let mut conversation = Conversation::new(args.system.as_deref());
         let mut lines = std::io::stdin().lock().lines();
         loop {
@@ -107,6 +117,6 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
                 break;
             }
         }
-        anyhow::Ok(())
-    })?
+    }
+    Ok(())
 }

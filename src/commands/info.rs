@@ -4,7 +4,9 @@ use anyhow::Context as _;
 use burn_zoo::resolve::ModelRef;
 use serde_json::json;
 
-use super::{fetch, print_json, resolve_model, Context};
+use super::{fetch, print_json, resolve_model, Context, WeightArgs};
+use burn_zoo::catalog::compare::Comparison;
+use burn_zoo::nn::{QType, WeightFormat};
 use burn_zoo::catalog;
 
 /// Arguments of `zoo info`.
@@ -12,6 +14,22 @@ use burn_zoo::catalog;
 pub struct InfoArgs {
     /// A catalog id or a model folder.
     pub model: String,
+    /// Also report the weight memory in this format.
+    #[command(flatten)]
+    pub weights: WeightArgs,
+}
+
+/// Bits per weight of a stored format, its block scales included.
+fn bits(t: QType) -> f64 {
+    (t.block_bytes() * 8) as f64 / t.block_size() as f64
+}
+
+/// Weight bytes of a comparison's parameters kept in `format` (`None` when the format is "as
+/// stored", which only the checkpoint knows).
+fn loaded_bytes(c: &Comparison, format: WeightFormat) -> Option<u64> {
+    let block = bits(format.matrices?);
+    let table = bits(format.embeddings.unwrap_or(QType::F32));
+    Some(c.breakdown.bytes_at(block, table))
 }
 
 /// `zoo list`: the catalog, with whether each model is in the cache.
@@ -78,6 +96,11 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
             value["cached"] = json!(catalog::is_cached(entry, &cache));
             // Sizes computed from the config alone (no weights needed).
             let sizes = catalog::compare::compare(entry).ok();
+            let format = args.weights.format()?;
+            if let Some(bytes) = sizes.as_ref().and_then(|c| loaded_bytes(c, format)) {
+                value["computed"]["weight_bytes_as_loaded"] =
+                    json!({ "format": format.describe(), "bytes": bytes });
+            }
             if let Some(c) = &sizes {
                 value["computed"] = json!({
                     "parameters": c.parameters,
@@ -126,6 +149,13 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
                     gb(w.int8),
                     gb(w.int4)
                 );
+                if let Some(bytes) = loaded_bytes(c, format) {
+                    println!(
+                        "as loaded   {:.2} GB of weights ({})",
+                        gb(bytes),
+                        format.describe()
+                    );
+                }
                 if let (Some(per), Some(full)) = (c.kv_bytes_per_token, c.kv_bytes_full_context) {
                     println!(
                         "KV cache     {:.1} KiB per token (fp16), {:.2} GB at full context",
@@ -151,7 +181,16 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
         }
     }
     let model = resolve_model(&args.model)?;
-    let facts = folder_facts(&model)?;
+    let mut facts = folder_facts(&model)?;
+    let format = args.weights.format()?;
+    let entry = burn_zoo::describe::catalog_entry(&model, &args.model)?;
+    if let Some(bytes) = catalog::compare::compare(&entry)
+        .ok()
+        .and_then(|c| loaded_bytes(&c, format))
+    {
+        facts["weight_bytes_as_loaded"] = json!(bytes);
+        facts["weight_format"] = json!(format.describe());
+    }
     if ctx.json {
         return print_json(&facts);
     }

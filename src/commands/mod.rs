@@ -7,12 +7,13 @@ pub mod chat;
 pub mod compare;
 pub mod fetch;
 pub mod info;
+pub mod quantize;
 pub mod run;
 pub mod word2vec;
 
 use anyhow::{bail, Context as _};
 use burn_zoo::backends::BackendKind;
-use burn_zoo::nn::Sampling;
+use burn_zoo::nn::{QType, Sampling, WeightFormat};
 use burn_zoo::resolve::{resolve_path, ModelRef};
 
 /// Options every command takes.
@@ -108,6 +109,47 @@ impl SamplingArgs {
         };
         sampling.validate().map_err(anyhow::Error::msg)?;
         Ok(sampling)
+    }
+}
+
+/// The weight-format flags of every command that loads a model.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WeightArgs {
+    /// Keep every matrix in this element type: f32, f16 or bf16 (default: as the checkpoint
+    /// stores it; a GGUF file's block formats stay as they are).
+    #[arg(long, conflicts_with = "quantize")]
+    pub dtype: Option<String>,
+    /// Quantize the transformer's matrices at load: q8_0, q4_0 or q4_1 (embeddings and an
+    /// untied LM head go to q8_0, as llama.cpp keeps the output layer at higher precision).
+    #[arg(long)]
+    pub quantize: Option<String>,
+}
+
+impl WeightArgs {
+    /// The checked formats.
+    pub fn format(&self) -> anyhow::Result<WeightFormat> {
+        let parse = |name: &str, allowed: &[QType], flag: &str| -> anyhow::Result<QType> {
+            QType::from_name(name)
+                .filter(|t| allowed.contains(t))
+                .with_context(|| {
+                    let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+                    format!("{flag} {name}: expected one of {}", names.join(", "))
+                })
+        };
+        Ok(match (&self.dtype, &self.quantize) {
+            (Some(_), Some(_)) => bail!("give --dtype or --quantize, not both"),
+            (Some(d), None) => WeightFormat::dtype(parse(
+                d,
+                &[QType::F32, QType::F16, QType::BF16],
+                "--dtype",
+            )?),
+            (None, Some(q)) => WeightFormat::quantized(parse(
+                q,
+                &[QType::Q8_0, QType::Q4_0, QType::Q4_1],
+                "--quantize",
+            )?),
+            (None, None) => WeightFormat::AS_STORED,
+        })
     }
 }
 

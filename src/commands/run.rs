@@ -1,12 +1,14 @@
 //! `zoo forward` and `zoo generate`: the verification interface and text generation.
 
 use anyhow::bail;
-use burn_zoo::backends::with_backend;
+use burn_zoo::DynLanguageModel;
 use burn_zoo::eval::ForwardOptions;
 use burn_zoo::nn::GenerationConfig;
 use serde_json::json;
 
-use super::{parse_ids, print_json, resolve_model, stream_to_stdout, Context, SamplingArgs};
+use super::{
+    parse_ids, print_json, resolve_model, stream_to_stdout, Context, SamplingArgs, WeightArgs,
+};
 
 /// Arguments of `zoo forward`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +27,8 @@ pub struct ForwardArgs {
     /// BERT: attention mask, one 0 or 1 per id (default: all 1).
     #[arg(long)]
     pub attention_mask: Option<String>,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 /// Arguments of `zoo generate`.
@@ -48,6 +52,8 @@ pub struct GenerateArgs {
     /// Do not stop at the model's end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 /// `zoo forward`.
@@ -59,11 +65,10 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
         hidden: args.hidden,
         token_type_ids: parse_opt(&args.token_type_ids)?,
         attention_mask: parse_opt(&args.attention_mask)?,
+        format: args.weights.format()?,
     };
     let kind = ctx.backend()?;
-    let rows = with_backend!(kind, |B, device| {
-        burn_zoo::eval::forward::<B>(&model, &ids, &options, &device)?
-    })?;
+    let rows = burn_zoo::eval::forward_on(kind, &model, &ids, &options)?;
     let what = if args.hidden { "hidden" } else { "logits" };
     if ctx.json {
         return print_json(&json!({ what: rows }));
@@ -98,24 +103,23 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
         sampling: args.sampling.sampling(true)?,
         stop_ids: args.ignore_eos.then(Vec::new),
     };
+    let format = args.weights.format()?;
     let stream = !ctx.json;
     let kind = ctx.backend()?;
-    let out = with_backend!(kind, |B, device| {
-        let lm = burn_zoo::open::<B>(&model.path, &device)?;
-        let prompt = match (&ids, &args.prompt) {
-            (Some(ids), _) => ids.clone(),
-            (None, Some(text)) => lm.encode(text)?,
-            (None, None) => unreachable!("checked above"),
+    let lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let prompt = match (&ids, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => lm.encode(text)?,
+        (None, None) => unreachable!("checked above"),
+    };
+    if stream {
+        match (&args.prompt, lm.tokenizer()) {
+            (Some(text), _) => stream_to_stdout(text),
+            (None, Some(_)) => stream_to_stdout(&lm.decode(&prompt, false)?),
+            (None, None) => true,
         };
-        if stream {
-            match (&args.prompt, &lm.tokenizer) {
-                (Some(text), _) => stream_to_stdout(text),
-                (None, Some(_)) => stream_to_stdout(&lm.decode(&prompt, false)?),
-                (None, None) => true,
-            };
-        }
-        lm.generate(&prompt, &config, |piece| !stream || stream_to_stdout(piece))?
-    })?;
+    }
+    let out = lm.generate(&prompt, &config, |piece| !stream || stream_to_stdout(piece))?;
     if ctx.json {
         let mut value = json!({ "ids": out.ids });
         if let Some(text) = out.text {

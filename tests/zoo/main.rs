@@ -16,6 +16,7 @@ mod gpt2;
 mod llama;
 mod measure;
 mod pipeline;
+mod quant;
 mod real_weights;
 mod tokenizer;
 mod word2vec_gensim;

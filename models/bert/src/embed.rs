@@ -16,9 +16,9 @@ use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
-use zoo_nn::{TextTokenizer, TokenizerError};
+use zoo_nn::{TextTokenizer, TokenizerError, WeightFormat};
 
-use crate::load::{load, BertError};
+use crate::load::{load_with, BertError};
 use crate::model::{Batch, Bert};
 use crate::BertConfig;
 
@@ -210,6 +210,15 @@ fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<TextTokenizer, BertE
 impl<B: Backend> SentenceEncoder<B> {
     /// Loads a sentence-transformers folder or a plain HF BERT folder onto `device`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, BertError> {
+        Self::load_with(dir, device, WeightFormat::AS_STORED)
+    }
+
+    /// [`SentenceEncoder::load`], keeping the encoder's matrices in `format`.
+    pub fn load_with(
+        dir: &Path,
+        device: &B::Device,
+        format: WeightFormat,
+    ) -> Result<Self, BertError> {
         let mut model_dir = dir.to_path_buf();
         let mut pooling_dir = None;
         let mut normalize = false;
@@ -234,7 +243,7 @@ impl<B: Backend> SentenceEncoder<B> {
             Some(p) => parse_pooling(&p.join("config.json"))?,
             None => vec![Pooling::Mean],
         };
-        let (config, model) = load::<B>(&model_dir, device)?;
+        let (config, model) = load_with::<B>(&model_dir, device, format)?;
         let tokenizer = read_tokenizer(&model_dir)?;
         let mut max_len = config.max_position_embeddings;
         for st_config in [

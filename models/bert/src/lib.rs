@@ -13,5 +13,5 @@ pub mod model;
 
 pub use config::BertConfig;
 pub use embed::{read_tokenizer, Candidate, Embedded, Encoded, Pooling, SentenceEncoder};
-pub use load::{load, read_config, BertError};
+pub use load::{load, load_with, read_config, BertError};
 pub use model::{Batch, Bert, InputError};

@@ -32,7 +32,7 @@ use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::Dense;
+use zoo_nn::{Dense, WeightFormat};
 use zoo_nn::LayerNorm;
 
 use crate::model::{Attention, Bert, Embeddings, Layer, MlmHead};
@@ -93,8 +93,23 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(BertConfig, Bert<B>), BertError> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the encoder's matrices in `format` (embeddings and the masked-LM head
+/// stay f32: they are read row by row or only for fill-mask).
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(BertConfig, Bert<B>), BertError> {
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(WeightFormat {
+        embeddings: None,
+        head: None,
+        ..format
+    });
     let model = from_weights(&config, &mut weights, device)?;
     weights.finish(is_skipped)?;
     Ok((config, model))

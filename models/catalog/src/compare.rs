@@ -90,6 +90,19 @@ impl WeightBytes {
     }
 }
 
+impl ParamCount {
+    /// Bytes of the weights kept with the block matrices at `block_bits` per weight, the token
+    /// tables and the LM head at `table_bits`, and the vectors (norms, biases) in f32 — how the
+    /// zoo keeps a model loaded with `--dtype` / `--quantize` (block formats count their scales:
+    /// Q4_0 4.5 bits, Q4_1 5, Q8_0 8.5).
+    pub fn bytes_at(&self, block_bits: f64, table_bits: f64) -> u64 {
+        let bits = self.block_matrices as f64 * block_bits
+            + (self.embedding + self.lm_head + self.pooler) as f64 * table_bits
+            + self.block_vectors as f64 * 32.0;
+        (bits / 8.0).ceil() as u64
+    }
+}
+
 /// One model's architecture facts, sizes, compute and memory, computed from its config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {

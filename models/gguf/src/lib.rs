@@ -1,4 +1,5 @@
-//! llama.cpp's GGUF files: metadata, tensors dequantised to f32, and the tokenizer inside.
+//! llama.cpp's GGUF files: metadata, tensors (as stored or dequantised to f32), the tokenizer
+//! inside, and writing new files ([`GgufWriter`]).
 //!
 //! ```no_run
 //! let file = zoo_gguf::GgufFile::open("model.gguf")?;
@@ -11,17 +12,21 @@
 
 mod dequant;
 mod error;
+mod export;
 mod reader;
 mod tokenizer;
 mod types;
 mod value;
+mod writer;
 
 pub use dequant::dequantize;
 pub use error::{GgufError, Result};
-pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
+pub use export::{add_tokenizer, TokenizerExport};
+pub use reader::{FileBytes, GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use tokenizer::{
     GgufTokenizer, SUPPORTED_PRE_TOKENIZERS, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL,
     TOKEN_UNKNOWN, TOKEN_USER_DEFINED,
 };
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};
+pub use writer::{GgufWriter, TensorOut};

@@ -50,6 +50,14 @@ impl TensorInfo {
 }
 
 /// The bytes of a file: memory-mapped, or owned.
+pub struct FileBytes(Bytes);
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
@@ -67,7 +75,7 @@ impl Deref for Bytes {
 
 /// An opened GGUF file: its metadata and tensor table, with the tensor data memory-mapped.
 pub struct GgufFile {
-    bytes: Bytes,
+    bytes: std::sync::Arc<FileBytes>,
     version: u32,
     metadata: BTreeMap<String, Value>,
     tensors: Vec<TensorInfo>,
@@ -80,7 +88,7 @@ impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
             .field("version", &self.version)
-            .field("len", &self.bytes.len())
+            .field("len", &self.bytes.as_ref().as_ref().len())
             .field("metadata_keys", &self.metadata.len())
             .field("tensors", &self.tensors.len())
             .field("alignment", &self.alignment)
@@ -128,7 +136,7 @@ impl GgufFile {
             index,
             alignment: header.alignment,
             data_start: header.data_start,
-            bytes,
+            bytes: std::sync::Arc::new(FileBytes(bytes)),
         })
     }
 
@@ -288,7 +296,15 @@ impl GgufFile {
         let info = self.tensor_info(name)?;
         // Bounds were checked when the file was opened.
         let start = (self.data_start + info.offset) as usize;
-        Ok(&self.bytes[start..start + info.n_bytes as usize])
+        Ok(&self.bytes.as_ref().as_ref()[start..start + info.n_bytes as usize])
+    }
+
+    /// The file's bytes, shared (tensors kept as stored borrow from them), and where `name`'s
+    /// data starts in them.
+    pub fn shared_tensor(&self, name: &str) -> Result<(std::sync::Arc<FileBytes>, usize, usize)> {
+        let info = self.tensor_info(name)?;
+        let start = (self.data_start + info.offset) as usize;
+        Ok((self.bytes.clone(), start, info.n_bytes as usize))
     }
 
     /// A tensor dequantised to f32, with its row-major shape (outermost first).

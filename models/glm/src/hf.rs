@@ -21,13 +21,12 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::Embedding;
 use burn::tensor::{activation::silu, backend::Backend, Bool, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{CausalLm, Dense, Logits, RmsNorm, WeightError};
+use zoo_nn::{CausalLm, Dense, Embed, Logits, RmsNorm, WeightError, WeightFormat};
 
 use crate::error::{read_config, GlmError};
 use zoo_nn::rope::{cos_sin_at, inv_freq_f32};
@@ -187,7 +186,7 @@ impl GlmHfConfig {
 #[derive(Module, Debug)]
 pub struct GlmHf<B: Backend> {
     /// Token embedding `[vocab, d]`.
-    pub embed_tokens: Embedding<B>,
+    pub embed_tokens: Embed<B>,
     /// The decoder layers.
     pub layers: Vec<GlmHfLayer<B>>,
     /// Final RMSNorm.
@@ -237,7 +236,7 @@ pub struct GlmHfCache<B: Backend> {
 impl<B: Backend> GlmHf<B> {
     /// A cache with room for `capacity` positions.
     pub fn cache(&self, batch: usize, capacity: usize) -> GlmHfCache<B> {
-        let device = self.embed_tokens.weight.device();
+        let device = self.embed_tokens.device();
         GlmHfCache {
             layers: (0..self.layers.len())
                 .map(|_| KvCache::new(batch, self.kv_heads, capacity, self.head_dim, &device))
@@ -281,15 +280,7 @@ impl<B: Backend> GlmHf<B> {
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => {
-                let [b, t, d] = hidden.dims();
-                let w = self.embed_tokens.weight.val();
-                let vocab = w.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, vocab])
-            }
+            None => self.embed_tokens.project(hidden),
         }
     }
 }
@@ -358,11 +349,11 @@ impl<B: Backend> CausalLm<B> for GlmHf<B> {
     }
 
     fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        self.embed_tokens.vocab_size()
     }
 
     fn device(&self) -> B::Device {
-        self.embed_tokens.weight.device()
+        self.embed_tokens.device()
     }
 }
 
@@ -381,8 +372,18 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(GlmHfConfig, GlmHf<B>), GlmError> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the weights in `format`.
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(GlmHfConfig, GlmHf<B>), GlmError> {
     let config = read_hf_config(dir)?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, device)?;
     weights.finish(|_| false)?;
     Ok((config, model))
@@ -415,13 +416,7 @@ pub fn from_weights<B: Backend>(
     let lin = |w: &mut Weights, name: &str, din: usize, dout: usize, bias: bool| {
         w.dense::<B>(name, din, dout, bias, LinearLayout::OutIn, device)
     };
-    let embed_tokens = Embedding {
-        weight: Param::from_tensor(weights.tensor(
-            "model.embed_tokens.weight",
-            [vocab, d],
-            device,
-        )?),
-    };
+    let embed_tokens = weights.embedding("model.embed_tokens.weight", vocab, d, device)?;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
@@ -444,28 +439,11 @@ pub fn from_weights<B: Backend>(
     }
     let norm = norm(weights, "model.norm")?;
     let lm_head = if config.tie_word_embeddings {
-        if weights.contains("lm_head.weight") {
-            let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
-            let emb: Vec<f32> = embed_tokens
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .unwrap_or_default();
-            if head != emb {
-                return Err(WeightError::Inconsistent {
-                    name: "lm_head.weight".into(),
-                    reason:
-                        "tie_word_embeddings is true but it differs from model.embed_tokens.weight"
-                            .into(),
-                }
-                .into());
-            }
-        }
+        // Some writers store the tied head anyway; it must then equal the embedding.
+        weights.take_tied("lm_head.weight", "model.embed_tokens.weight", &[vocab, d])?;
         None
     } else {
-        Some(lin(weights, "lm_head", d, vocab, false)?)
+        Some(weights.head("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     };
     Ok(GlmHf {
         embed_tokens,

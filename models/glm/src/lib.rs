@@ -22,7 +22,7 @@ pub mod v2;
 pub use chat::{render_ids, stop_ids, Generation};
 pub use error::GlmError;
 pub use hf::{GlmHf, GlmHfCache, GlmHfConfig};
-pub use open::{open, Glm, GlmCache, GlmFormat, GlmGenerator};
+pub use open::{open, open_with, Glm, GlmCache, GlmFormat, GlmGenerator};
 pub use v1::{ChatGlmV1, ChatGlmV1Config, PromptLayout, V1Cache};
 pub use v2::{ChatGlmV2, ChatGlmV2Config, V2Cache};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 use zoo_nn::chat::{ChatError, ChatFormat, Message};
-use zoo_nn::{CausalLm, Logits, TextEncoding, TextGenerator, TextTokenizer};
+use zoo_nn::{CausalLm, Logits, TextEncoding, TextGenerator, TextTokenizer, WeightFormat};
 
 use crate::chat::{render_ids, stop_ids, Generation, Turn};
 use crate::{detect, hf, tokenizer, v1, v2, GlmError, GlmKind};
@@ -139,6 +139,15 @@ pub type GlmGenerator<B> = TextGenerator<B, Glm<B>>;
 /// `tokenizer(text)` does: ChatGLM-6B appends `[gMASK] <sop>`, ChatGLM2/3 prepend
 /// `[gMASK] sop`, GLM-4 prepends `[gMASK] <sop>` (a `tokenizer.json` adds them itself).
 pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<GlmGenerator<B>, GlmError> {
+    open_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`open`], keeping the weights in `format` (see [`WeightFormat`]).
+pub fn open_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<GlmGenerator<B>, GlmError> {
     let generation = tokenizer::detect_generation(dir)?;
     let tok = match generation {
         Some(g) => Some(tokenizer::load_tokenizer(dir, g)?),
@@ -146,15 +155,15 @@ pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<GlmGenerator<B
     };
     let (model, eos_ids) = match detect(dir)? {
         GlmKind::V1 => {
-            let (config, m) = v1::load::<B>(dir, device)?;
+            let (config, m) = v1::load_with::<B>(dir, device, format)?;
             (Glm::V1(m), vec![config.eos_token_id])
         }
         GlmKind::V2 => {
-            let (_, m) = v2::load::<B>(dir, device)?;
+            let (_, m) = v2::load_with::<B>(dir, device, format)?;
             (Glm::V2(m), config_eos_ids(dir)?)
         }
         GlmKind::Hf => {
-            let (config, m) = hf::load::<B>(dir, device)?;
+            let (config, m) = hf::load_with::<B>(dir, device, format)?;
             (Glm::Hf(m), config.eos_ids())
         }
     };

@@ -37,13 +37,12 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, KvCache};
 use zoo_nn::rope::rope_half;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{Activation, CausalLm, Dense, LayerNorm, Logits, WeightError};
+use zoo_nn::{Activation, CausalLm, Dense, Embed, LayerNorm, Logits, WeightError, WeightFormat};
 
 use crate::error::{check_ids, read_config, GlmError};
 use zoo_nn::rope::cos_sin_at;
@@ -159,7 +158,7 @@ impl ChatGlmV1Config {
 #[derive(Module, Debug)]
 pub struct ChatGlmV1<B: Backend> {
     /// Token embedding `[vocab, d]`.
-    pub word_embeddings: Embedding<B>,
+    pub word_embeddings: Embed<B>,
     /// The GLM blocks.
     pub layers: Vec<V1Block<B>>,
     /// Final LayerNorm.
@@ -279,8 +278,8 @@ pub fn prefix_lm_mask<B: Backend>(
 impl<B: Backend> ChatGlmV1<B> {
     /// An empty cache (holding the P-Tuning prefix, if any) with room for `capacity` tokens.
     pub fn cache(&self, batch: usize, capacity: usize) -> V1Cache<B> {
-        let device = self.word_embeddings.weight.device();
-        let d = self.word_embeddings.weight.dims()[1];
+        let device = self.word_embeddings.device();
+        let d = self.word_embeddings.dim();
         let hd = d / self.heads;
         let pre = self.prefix.as_ref().map_or(0, |p| p.dims()[2]);
         let layers = (0..self.layers.len())
@@ -486,11 +485,11 @@ impl<B: Backend> CausalLm<B> for ChatGlmV1<B> {
     }
 
     fn vocab_size(&self) -> usize {
-        self.word_embeddings.weight.dims()[0]
+        self.word_embeddings.vocab_size()
     }
 
     fn device(&self) -> B::Device {
-        self.word_embeddings.weight.device()
+        self.word_embeddings.device()
     }
 }
 
@@ -507,12 +506,22 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(ChatGlmV1Config, ChatGlmV1<B>), GlmError> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the weights in `format`.
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(ChatGlmV1Config, ChatGlmV1<B>), GlmError> {
     let path = dir.join("config.json");
     let config: ChatGlmV1Config = read_config(&path)?;
     config
         .validate()
         .map_err(|reason| GlmError::Config { path, reason })?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, None, device)?;
     weights.finish(|name| name.ends_with(".rotary_emb.inv_freq"))?;
     Ok((config, model))
@@ -551,13 +560,8 @@ pub fn from_weights<B: Backend>(
             eps,
         ))
     };
-    let word_embeddings = Embedding {
-        weight: Param::from_tensor(weights.tensor(
-            &format!("{p}word_embeddings.weight"),
-            [vocab, d],
-            device,
-        )?),
-    };
+    let word_embeddings =
+        weights.embedding(&format!("{p}word_embeddings.weight"), vocab, d, device)?;
     // The original's GLMBlock default (num_layers = 28), never overridden: see the module doc.
     let alpha = (2.0 * ORIGINAL_BLOCK_LAYERS).sqrt();
     let inv_freq = round_f16(zoo_nn::rope::inv_freq_f32(hd / 2, 10000.0));
@@ -588,7 +592,7 @@ pub fn from_weights<B: Backend>(
     }
     let final_layernorm = norm(weights, &format!("{p}final_layernorm"))?;
     let lm_head = if weights.contains("lm_head.weight") {
-        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.head("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     } else {
         None
     };

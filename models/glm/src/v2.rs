@@ -31,13 +31,12 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::nn::Embedding;
 use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
-use zoo_nn::{CausalLm, Dense, Logits, RmsNorm};
+use zoo_nn::{CausalLm, Dense, Embed, Logits, RmsNorm, WeightFormat};
 
 use crate::error::{read_config, GlmError};
 use zoo_nn::rope::{cos_sin_at, inv_freq_f32};
@@ -153,7 +152,7 @@ impl ChatGlmV2Config {
 #[derive(Module, Debug)]
 pub struct ChatGlmV2<B: Backend> {
     /// Token embedding `[padded_vocab, d]`.
-    pub word_embeddings: Embedding<B>,
+    pub word_embeddings: Embed<B>,
     /// The blocks.
     pub layers: Vec<V2Block<B>>,
     /// Final RMSNorm.
@@ -203,7 +202,7 @@ pub struct V2Cache<B: Backend> {
 impl<B: Backend> ChatGlmV2<B> {
     /// An empty cache (holding the prefix, if any) with room for `capacity` tokens.
     pub fn cache(&self, batch: usize, capacity: usize) -> V2Cache<B> {
-        let device = self.word_embeddings.weight.device();
+        let device = self.word_embeddings.device();
         let (g, hd) = (self.kv_heads, self.head_dim);
         let pre = self.prefix.as_ref().map_or(0, |p| p.dims()[2]);
         let layers = (0..self.layers.len())
@@ -336,11 +335,11 @@ impl<B: Backend> CausalLm<B> for ChatGlmV2<B> {
     }
 
     fn vocab_size(&self) -> usize {
-        self.word_embeddings.weight.dims()[0]
+        self.word_embeddings.vocab_size()
     }
 
     fn device(&self) -> B::Device {
-        self.word_embeddings.weight.device()
+        self.word_embeddings.device()
     }
 }
 
@@ -349,12 +348,22 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(ChatGlmV2Config, ChatGlmV2<B>), GlmError> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the weights in `format`.
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(ChatGlmV2Config, ChatGlmV2<B>), GlmError> {
     let path = dir.join("config.json");
     let config: ChatGlmV2Config = read_config(&path)?;
     config
         .validate()
         .map_err(|reason| GlmError::Config { path, reason })?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, None, device)?;
     weights.finish(|name| name.ends_with("rotary_pos_emb.inv_freq"))?;
     Ok((config, model))
@@ -396,13 +405,12 @@ pub fn from_weights<B: Backend>(
             eps,
         ))
     };
-    let word_embeddings = Embedding {
-        weight: Param::from_tensor(weights.tensor(
-            &format!("{p}embedding.word_embeddings.weight"),
-            [vocab, d],
-            device,
-        )?),
-    };
+    let word_embeddings = weights.embedding(
+        &format!("{p}embedding.word_embeddings.weight"),
+        vocab,
+        d,
+        device,
+    )?;
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let b = format!("{p}encoder.layers.{i}");
@@ -447,7 +455,7 @@ pub fn from_weights<B: Backend>(
     let final_layernorm = norm(weights, &format!("{p}encoder.final_layernorm"))?;
     let head_name = format!("{p}output_layer");
     let output_layer = if weights.contains(&format!("{head_name}.weight")) {
-        Some(weights.dense(&head_name, d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.head(&head_name, d, vocab, false, LinearLayout::OutIn, device)?)
     } else {
         None
     };

@@ -7,9 +7,10 @@
 //!   tokenizer and stop id.
 
 pub mod config;
+pub mod export;
 pub mod load;
 pub mod model;
 
 pub use config::Gpt2Config;
-pub use load::{load, open, Gpt2Error, Gpt2Generator};
+pub use load::{load, load_with, open, open_with, Gpt2Error, Gpt2Generator};
 pub use model::{Gpt2, Gpt2Cache};

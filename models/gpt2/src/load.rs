@@ -21,7 +21,9 @@ use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::{LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError};
+use zoo_nn::{
+    LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError, WeightFormat,
+};
 
 use crate::model::{Attention, Block, Gpt2, Mlp};
 use crate::Gpt2Config;
@@ -43,6 +45,9 @@ pub enum Gpt2Error {
     /// The tokenizer files are unreadable.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// The checkpoint cannot be written as GGUF (the message says why).
+    #[error("GGUF export: {0}")]
+    Export(String),
 }
 
 /// A GPT-2 model with its tokenizer and stop id.
@@ -51,7 +56,16 @@ pub type Gpt2Generator<B> = TextGenerator<B, Gpt2<B>>;
 /// Opens a GPT-2 folder with its tokenizer (`tokenizer.json`, `vocab.json` + `merges.txt`, or
 /// OpenAI's `encoder.json` + `vocab.bpe`) and eos id. GPT-2 has no chat format of its own.
 pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2Generator<B>, Gpt2Error> {
-    let (config, model) = load(dir, device)?;
+    open_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`open`], keeping the weights in `format` (see [`WeightFormat`]).
+pub fn open_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<Gpt2Generator<B>, Gpt2Error> {
+    let (config, model) = load_with(dir, device, format)?;
     let tokenizer = TextTokenizer::from_dir(dir)?;
     Ok(TextGenerator::new(
         model,
@@ -78,8 +92,18 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Gpt2Config, Gpt2<B>), Gpt2Error> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the weights in `format`.
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(Gpt2Config, Gpt2<B>), Gpt2Error> {
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, device)?;
     weights.finish(is_buffer)?;
     Ok((config, model))
@@ -121,7 +145,7 @@ pub fn from_weights<B: Backend>(
         ))
     };
 
-    let wte = embedding(weights, &format!("{p}wte.weight"), vocab)?;
+    let wte = weights.embedding(&format!("{p}wte.weight"), vocab, d, device)?;
     let wpe = embedding(weights, &format!("{p}wpe.weight"), config.n_positions)?;
     let mut h = Vec::with_capacity(config.n_layer);
     for i in 0..config.n_layer {
@@ -184,7 +208,7 @@ pub fn from_weights<B: Backend>(
         weights.take_tied("lm_head.weight", &format!("{p}wte.weight"), &[vocab, d])?;
         None
     } else {
-        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.head("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     };
     Ok(Gpt2 {
         wte,

@@ -5,13 +5,13 @@ use burn::module::Module;
 use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
-use zoo_nn::{times_transposed, Activation, CausalLm, Dense, LayerNorm, Logits};
+use zoo_nn::{Activation, CausalLm, Dense, Embed, LayerNorm, Logits};
 
 /// GPT-2: token + position embeddings, `n_layer` pre-LN blocks, final LayerNorm, LM head.
 #[derive(Module, Debug)]
 pub struct Gpt2<B: Backend> {
     /// Token embedding `[vocab, d]`, also the LM head when tied.
-    pub wte: Embedding<B>,
+    pub wte: Embed<B>,
     /// Learned position embedding `[n_positions, d]`.
     pub wpe: Embedding<B>,
     /// The transformer blocks.
@@ -109,7 +109,7 @@ impl<B: Backend> Gpt2<B> {
             Some(head) => head.forward(hidden),
             None => {
                 // `wte` `[vocab, d]` is the head's `[out, in]` weight.
-                times_transposed(hidden, self.wte.weight.val())
+                self.wte.project(hidden)
             }
         }
     }
@@ -165,7 +165,7 @@ impl<B: Backend> Mlp<B> {
 impl<B: Backend> Gpt2<B> {
     /// A cache with room for `capacity` positions for a batch.
     pub fn cache(&self, batch: usize, capacity: usize) -> Gpt2Cache<B> {
-        let device = self.wte.weight.device();
+        let device = self.wte.device();
         let layers = self
             .h
             .iter()
@@ -206,10 +206,10 @@ impl<B: Backend> CausalLm<B> for Gpt2<B> {
     }
 
     fn vocab_size(&self) -> usize {
-        self.wte.weight.dims()[0]
+        self.wte.vocab_size()
     }
 
     fn device(&self) -> B::Device {
-        self.wte.weight.device()
+        self.wte.device()
     }
 }

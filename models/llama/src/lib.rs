@@ -11,10 +11,14 @@
 //! shared by every family and live in `zoo_nn::chat`.
 
 pub mod config;
+pub mod export;
 pub mod load;
 pub mod model;
 
 pub use config::{LlamaConfig, RopeScaling};
-pub use load::{config_from_gguf, from_weights, load, load_gguf, open, LlamaError, LlamaGenerator};
+pub use load::{
+    config_from_gguf, from_weights, load, load_gguf, load_with, open, open_with, LlamaError,
+    LlamaGenerator,
+};
 pub use model::{Llama, LlamaCache};
 pub use zoo_nn::chat::{render, ChatError, Message, Template};

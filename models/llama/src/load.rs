@@ -26,11 +26,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::module::Param;
-use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_gguf::{GgufError, GgufFile};
 use zoo_nn::chat::{ChatError, ChatFormat, Template, TemplateFormat};
+use zoo_nn::quant::{QMatrix, QType, Storage, WeightFormat};
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
 use zoo_nn::{RmsNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError};
 
@@ -73,6 +72,9 @@ pub enum LlamaError {
     /// The chat template is invalid.
     #[error(transparent)]
     Chat(#[from] ChatError),
+    /// The checkpoint cannot be written as GGUF (the message says why).
+    #[error("GGUF export: {0}")]
+    Export(String),
 }
 
 /// A LLaMA model with its tokenizer, prompt encoding, chat format and stop ids.
@@ -84,15 +86,28 @@ pub type LlamaGenerator<B> = TextGenerator<B, Llama<B>>;
 /// `tokenizer.json` adds Llama-2's `<s>`), or as llama.cpp does for GGUF files
 /// (`tokenizer.ggml.add_bos_token`).
 pub fn open<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
-    if path.is_file()
+    open_with(path, device, WeightFormat::AS_STORED)
+}
+
+/// [`open`], keeping the weights in `format` (see [`WeightFormat`]).
+pub fn open_with<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<LlamaGenerator<B>, LlamaError> {
+    if is_gguf(path) {
+        open_gguf(path, device, format)
+    } else {
+        open_dir(path, device, format)
+    }
+}
+
+/// Whether `path` is a `.gguf` file.
+fn is_gguf(path: &Path) -> bool {
+    path.is_file()
         && path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
-        open_gguf(path, device)
-    } else {
-        open_dir(path, device)
-    }
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>, LlamaError> {
@@ -109,8 +124,12 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, LlamaError> {
         .map_err(|e| bad(e.to_string()))
 }
 
-fn open_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
-    let (config, model) = load(dir, device)?;
+fn open_dir<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<LlamaGenerator<B>, LlamaError> {
+    let (config, model) = load_with(dir, device, format)?;
     let tokenizer = TextTokenizer::from_dir(dir)?;
     let mut eos_ids = config.eos_ids();
     if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
@@ -186,8 +205,18 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(LlamaConfig, Llama<B>), LlamaError> {
+    load_with(dir, device, WeightFormat::AS_STORED)
+}
+
+/// [`load`], keeping the weights in `format`.
+pub fn load_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<(LlamaConfig, Llama<B>), LlamaError> {
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, None, device)?;
     weights.finish(|name| name.ends_with("rotary_emb.inv_freq"))?;
     Ok((config, model))
@@ -224,13 +253,7 @@ pub fn from_weights<B: Backend>(
     let norm = |w: &mut Weights, name: &str| -> Result<RmsNorm<B>, WeightError> {
         Ok(RmsNorm::new(w.tensor(name, [d], device)?, eps))
     };
-    let embed_tokens = Embedding {
-        weight: Param::from_tensor(weights.tensor(
-            &format!("{p}embed_tokens.weight"),
-            [vocab, d],
-            device,
-        )?),
-    };
+    let embed_tokens = weights.embedding(&format!("{p}embed_tokens.weight"), vocab, d, device)?;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let l = format!("{p}layers.{i}");
@@ -277,7 +300,7 @@ pub fn from_weights<B: Backend>(
         )?;
         None
     } else {
-        Some(weights.dense("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
+        Some(weights.head("lm_head", d, vocab, false, LinearLayout::OutIn, device)?)
     };
     Ok(Llama {
         embed_tokens,
@@ -397,6 +420,28 @@ fn unpermute(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
     out
 }
 
+/// [`unpermute`] on a matrix kept in a stored format: whole rows move, bytes unchanged.
+fn unpermute_rows(m: &QMatrix, heads: usize) -> Result<QMatrix, String> {
+    let rows = m.rows();
+    if heads == 0 || rows % (2 * heads) != 0 {
+        return Err(format!("{rows} rows, not a multiple of 2 × {heads} heads"));
+    }
+    let hd = rows / heads;
+    let half = hd / 2;
+    let row_bytes = m.row_bytes(0).len();
+    let mut out = vec![0u8; rows * row_bytes];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * hd + 2 * i + j;
+                let dst = h * hd + j * half + i;
+                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(m.row_bytes(src));
+            }
+        }
+    }
+    QMatrix::new(m.qtype(), rows, m.cols(), Storage::Owned(out)).map_err(|e| e.to_string())
+}
+
 /// GGUF tensor names to HF names (`None` for names the model does not know).
 fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
@@ -427,7 +472,7 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{i}.{hf}.{suffix}"))
 }
 
-/// Loads a GGUF LLaMA file onto `device`, dequantising every tensor to f32.
+/// Loads a GGUF LLaMA file onto `device`, its matrices kept as the file stores them.
 pub fn load_gguf<B: Backend>(
     path: &Path,
     device: &B::Device,
@@ -436,13 +481,16 @@ pub fn load_gguf<B: Backend>(
         path: path.to_path_buf(),
         source,
     })?;
-    load_gguf_file(&file, path, device)
+    load_gguf_file(&file, path, device, WeightFormat::AS_STORED)
 }
 
+/// Loads a GGUF LLaMA file keeping its matrices as the file stores them (Q4_1, Q8_0, …),
+/// or in `format` where it names a type.
 fn load_gguf_file<B: Backend>(
     file: &GgufFile,
     path: &Path,
     device: &B::Device,
+    format: WeightFormat,
 ) -> Result<(LlamaConfig, Llama<B>), LlamaError> {
     let gguf_err = |source| LlamaError::Gguf {
         path: path.to_path_buf(),
@@ -454,13 +502,13 @@ fn load_gguf_file<B: Backend>(
     })?;
     let (h, kv) = (config.num_attention_heads, config.kv_heads());
     let mut tensors = BTreeMap::new();
+    let mut stored = BTreeMap::new();
     let mut freq_factors = None;
+    let bad = |reason: String| LlamaError::GgufModel {
+        path: path.to_path_buf(),
+        reason,
+    };
     for info in file.tensors() {
-        let (shape, data) = file.tensor_f32(&info.name).map_err(gguf_err)?;
-        if info.name == "rope_freqs.weight" {
-            freq_factors = Some(data);
-            continue;
-        }
         // Unknown names keep their GGUF name, so the strict check reports them.
         let name = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
         let heads = if info.name.contains(".attn_q.") {
@@ -470,18 +518,37 @@ fn load_gguf_file<B: Backend>(
         } else {
             None
         };
+        let shape = info.shape();
+        let qtype = QType::from_ggml_id(info.dtype.id()).filter(|t| *t != QType::F32);
+        if let (Some(qtype), 2) = (qtype, shape.len()) {
+            // A matrix kept as the file stores it: a slice of the memory map.
+            let (rows, cols) = (shape[0], shape[1]);
+            let (owner, offset, len) = file.shared_tensor(&info.name).map_err(gguf_err)?;
+            let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
+            let m = QMatrix::new(qtype, rows, cols, Storage::Shared { owner, offset, len })
+                .map_err(|e| bad(format!("tensor `{}`: {e}", info.name)))?;
+            let m = match heads {
+                Some(n) => unpermute_rows(&m, n)
+                    .map_err(|reason| bad(format!("tensor `{}`: {reason}", info.name)))?,
+                None => m,
+            };
+            stored.insert(name, m);
+            continue;
+        }
+        let (shape, data) = file.tensor_f32(&info.name).map_err(gguf_err)?;
+        if info.name == "rope_freqs.weight" {
+            freq_factors = Some(data);
+            continue;
+        }
         let data = match heads {
             Some(n) => {
                 let rows = shape.first().copied().unwrap_or(0);
                 let cols = shape.get(1).copied().unwrap_or(1);
                 if rows % (2 * n) != 0 {
-                    return Err(LlamaError::GgufModel {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "tensor `{}` has {rows} rows, not a multiple of 2 × {n} heads",
-                            info.name
-                        ),
-                    });
+                    return Err(bad(format!(
+                        "tensor `{}` has {rows} rows, not a multiple of 2 × {n} heads",
+                        info.name
+                    )));
                 }
                 unpermute(&data, rows, cols, n)
             }
@@ -501,18 +568,23 @@ fn load_gguf_file<B: Backend>(
             });
         }
     }
-    let mut weights = Weights::from_f32(&path.display().to_string(), tensors);
+    let mut weights = Weights::from_stored(&path.display().to_string(), stored, tensors);
+    weights.set_format(format);
     let model = from_weights(&config, &mut weights, freq_factors.as_deref(), device)?;
     weights.finish(|_| false)?;
     Ok((config, model))
 }
 
-fn open_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaGenerator<B>, LlamaError> {
+fn open_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<LlamaGenerator<B>, LlamaError> {
     let file = GgufFile::open(path).map_err(|source| LlamaError::Gguf {
         path: path.to_path_buf(),
         source,
     })?;
-    let (config, model) = load_gguf_file(&file, path, device)?;
+    let (config, model) = load_gguf_file(&file, path, device, format)?;
     let gguf_tok = if file.get("tokenizer.ggml.model").is_some() {
         Some(file.tokenizer().map_err(|source| LlamaError::Gguf {
             path: path.to_path_buf(),

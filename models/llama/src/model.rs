@@ -6,11 +6,10 @@
 //! un-permuted when they are loaded (`load.rs`), so one forward path serves both formats.
 
 use burn::module::Module;
-use burn::nn::Embedding;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
 use zoo_nn::rope::{self, rope_half};
-use zoo_nn::{times_transposed, Activation, CausalLm, Dense, Logits, RmsNorm};
+use zoo_nn::{Activation, CausalLm, Dense, Embed, Logits, RmsNorm};
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -18,7 +17,7 @@ use crate::config::{LlamaConfig, RopeScaling};
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
     /// Token embedding `[vocab, d]`, also the LM head when tied.
-    pub embed_tokens: Embedding<B>,
+    pub embed_tokens: Embed<B>,
     /// The decoder layers.
     pub layers: Vec<DecoderLayer<B>>,
     /// Final RMSNorm.
@@ -220,16 +219,14 @@ impl<B: Backend> Llama<B> {
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => {
-                // The embedding `[vocab, d]` is the head's `[out, in]` weight.
-                times_transposed(hidden, self.embed_tokens.weight.val())
-            }
+            // The embedding `[vocab, d]` is the head's `[out, in]` weight.
+            None => self.embed_tokens.project(hidden),
         }
     }
 
     /// A cache with room for `capacity` positions for a batch.
     pub fn cache(&self, batch: usize, capacity: usize) -> LlamaCache<B> {
-        let device = self.embed_tokens.weight.device();
+        let device = self.embed_tokens.device();
         let layers = self
             .layers
             .iter()
@@ -328,10 +325,10 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
     }
 
     fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        self.embed_tokens.vocab_size()
     }
 
     fn device(&self) -> B::Device {
-        self.embed_tokens.weight.device()
+        self.embed_tokens.device()
     }
 }

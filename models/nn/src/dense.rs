@@ -7,18 +7,32 @@
 //! this project's 2-core machine for `[13, 384] × [384, 1536]` with weights cold in cache,
 //! 650 µs → 460 µs. With many rows both orientations cost the same, so `Dense` switches at
 //! [`Dense::SMALL_ROWS`].
+//!
+//! The weight may also be kept in a stored format (f16, bf16, Q8_0, Q4_0, Q4_1, K-quants; see
+//! [`crate::quant`]): then the float weight is a placeholder and the product runs on the
+//! stored matrix.
+
+use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::quant::{runs_on_host, HostMatrix, PackedMatrix, QMatrix};
 
 /// `y = x Wᵀ + b` with `W: [out, in]`.
 #[derive(Module, Debug)]
 pub struct Dense<B: Backend> {
-    /// `[out, in]`, contiguous.
+    /// `[out, in]`, contiguous; a `[1, 1]` placeholder when the weight is kept stored.
     pub weight: Param<Tensor<B, 2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The weight in a stored format, multiplied on the host (CPU backends).
+    pub host: Option<HostMatrix>,
+    /// The weight packed on the device (GPU backends).
+    pub packed: Option<PackedMatrix<B>>,
+    /// `[out, in]`.
+    dims: [usize; 2],
 }
 
 impl<B: Backend> Dense<B> {
@@ -27,20 +41,76 @@ impl<B: Backend> Dense<B> {
 
     /// A layer from its `[out, in]` weight and optional `[out]` bias.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        let dims = weight.dims();
         Self {
             weight: Param::from_tensor(weight),
             bias: bias.map(Param::from_tensor),
+            host: None,
+            packed: None,
+            dims,
+        }
+    }
+
+    /// A layer whose `[out, in]` weight stays in its stored format: on the host for the CPU
+    /// backends, packed on the device where the format allows, else widened to f32.
+    pub fn stored(weight: QMatrix, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
+        let dims = [weight.rows(), weight.cols()];
+        let placeholder = || Param::from_tensor(Tensor::zeros([1, 1], device));
+        let (weight_param, host, packed) = if runs_on_host::<B>(device) {
+            (placeholder(), Some(HostMatrix(Arc::new(weight))), None)
+        } else if let Some(packed) = PackedMatrix::new(&weight, device) {
+            (placeholder(), None, Some(packed))
+        } else {
+            let values = weight.dequantize();
+            let t = Tensor::from_data(TensorData::new(values, dims), device);
+            (Param::from_tensor(t), None, None)
+        };
+        Self {
+            weight: weight_param,
+            bias: bias.map(Param::from_tensor),
+            host,
+            packed,
+            dims,
         }
     }
 
     /// Input features.
     pub fn d_in(&self) -> usize {
-        self.weight.dims()[1]
+        self.dims[1]
     }
 
     /// Output features.
     pub fn d_out(&self) -> usize {
-        self.weight.dims()[0]
+        self.dims[0]
+    }
+
+    /// The format the weight is kept in (`f32`, or the stored one).
+    pub fn format(&self) -> &'static str {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.0.qtype().name(),
+            (None, Some(_)) => "packed",
+            _ => "f32",
+        }
+    }
+
+    /// Bytes the weight takes in memory.
+    pub fn weight_bytes(&self) -> usize {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.0.bytes().len(),
+            _ => self.dims[0] * self.dims[1] * 4,
+        }
+    }
+
+    /// The weight as an f32 tensor `[out, in]` (dequantized when it is kept stored).
+    pub fn weight_f32(&self) -> Tensor<B, 2> {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => Tensor::from_data(
+                TensorData::new(h.0.dequantize(), self.dims),
+                &self.weight.device(),
+            ),
+            (None, Some(p)) => p.dequantize(),
+            _ => self.weight.val(),
+        }
     }
 
     /// Applies the layer to the last axis.
@@ -48,10 +118,120 @@ impl<B: Backend> Dense<B> {
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = times_transposed(x, self.weight.val());
+        let y = match (&self.host, &self.packed) {
+            (Some(h), _) => h.times_transposed(x),
+            (None, Some(p)) => times_transposed(x, p.dequantize()),
+            _ => times_transposed(x, self.weight.val()),
+        };
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
+        }
+    }
+}
+
+/// A token embedding `[vocab, d]` that may be kept in a stored format: lookups dequantize only
+/// the rows they read, and as a tied LM head it multiplies in that format.
+#[derive(Module, Debug)]
+pub struct Embed<B: Backend> {
+    /// `[vocab, d]` f32 table; a `[1, 1]` placeholder when the table is kept stored.
+    pub weight: Param<Tensor<B, 2>>,
+    /// The table in a stored format on the host (CPU backends).
+    pub host: Option<HostMatrix>,
+    /// The table packed on the device (GPU backends).
+    pub packed: Option<PackedMatrix<B>>,
+    /// `[vocab, d]`.
+    dims: [usize; 2],
+}
+
+impl<B: Backend> Embed<B> {
+    /// An f32 table.
+    pub fn new(weight: Tensor<B, 2>) -> Self {
+        let dims = weight.dims();
+        Self {
+            weight: Param::from_tensor(weight),
+            host: None,
+            packed: None,
+            dims,
+        }
+    }
+
+    /// A table kept in its stored format (see [`Dense::stored`]).
+    pub fn stored(table: QMatrix, device: &B::Device) -> Self {
+        let d = Dense::stored(table, None, device);
+        Self {
+            weight: d.weight,
+            host: d.host,
+            packed: d.packed,
+            dims: d.dims,
+        }
+    }
+
+    /// Rows of the table (the vocabulary).
+    pub fn vocab_size(&self) -> usize {
+        self.dims[0]
+    }
+
+    /// Features per row.
+    pub fn dim(&self) -> usize {
+        self.dims[1]
+    }
+
+    /// The device the table is on.
+    pub fn device(&self) -> B::Device {
+        self.weight.device()
+    }
+
+    /// The format the table is kept in.
+    pub fn format(&self) -> &'static str {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.0.qtype().name(),
+            (None, Some(_)) => "packed",
+            _ => "f32",
+        }
+    }
+
+    /// Bytes the table takes in memory.
+    pub fn weight_bytes(&self) -> usize {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.0.bytes().len(),
+            _ => self.dims[0] * self.dims[1] * 4,
+        }
+    }
+
+    /// The rows of `ids`.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, t]` → `[batch, t, d]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.rows(ids),
+            (None, Some(p)) => p.rows_of(ids),
+            _ => burn::tensor::module::embedding(self.weight.val(), ids),
+        }
+    }
+
+    /// The table as a tied LM head: `hidden · Eᵀ`.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[..., d]` → `[..., vocab]`
+    pub fn project<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => h.times_transposed(hidden),
+            (None, Some(p)) => times_transposed(hidden, p.dequantize()),
+            _ => times_transposed(hidden, self.weight.val()),
+        }
+    }
+
+    /// The table as an f32 tensor `[vocab, d]` (dequantized when kept stored).
+    pub fn weight_f32(&self) -> Tensor<B, 2> {
+        match (&self.host, &self.packed) {
+            (Some(h), _) => Tensor::from_data(
+                TensorData::new(h.0.dequantize(), self.dims),
+                &self.weight.device(),
+            ),
+            (None, Some(p)) => p.dequantize(),
+            _ => self.weight.val(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Only what the families compute identically lives here: checkpoint reading with strict
 //! consumption ([`weights`]), linear layers oriented for few or many rows ([`dense`]),
+//! weights kept in f16 / bf16 / block formats with fused products ([`quant`]),
 //! LayerNorm / RMSNorm ([`norm`]), activations, scaled dot-product attention over a
 //! preallocated KV cache ([`attention`]), rotary embeddings ([`rope`]), sampling
 //! ([`sampling`]), the tokenizer wrapper ([`tokenizer`]), chat formats ([`chat`]), the
@@ -15,6 +16,7 @@ pub mod dense;
 pub mod generate;
 pub mod norm;
 pub mod pipeline;
+pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod tokenizer;
@@ -23,9 +25,10 @@ pub mod weights;
 pub use activation::Activation;
 pub use attention::{attention, causal_mask, KvCache};
 pub use chat::{render, ChatError, ChatFormat, Message, Template, TemplateFormat};
-pub use dense::{times_transposed, Dense};
+pub use dense::{times_transposed, Dense, Embed};
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
 pub use norm::{LayerNorm, RmsNorm};
+pub use quant::{QType, WeightFormat};
 pub use pipeline::{
     Conversation, GenStats, Generated, GenerationConfig, PipelineError, TextEncoding, TextGenerator,
 };

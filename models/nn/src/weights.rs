@@ -18,6 +18,8 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::quant::{QMatrix, QType, QuantError, Storage, WeightFormat};
+
 /// Everything that can go wrong reading checkpoint tensors.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
@@ -109,6 +111,8 @@ enum Entry {
     Owned { shape: Vec<usize>, data: Vec<f32> },
     /// A tensor read from a PyTorch file, converted on demand.
     Data(TensorData),
+    /// A matrix in a stored format (a GGUF tensor, kept as the file holds it).
+    Stored(QMatrix),
 }
 
 impl Entry {
@@ -116,6 +120,7 @@ impl Entry {
         match self {
             Entry::Mapped { shape, .. } | Entry::Owned { shape, .. } => shape.clone(),
             Entry::Data(data) => data.shape.to_vec(),
+            Entry::Stored(m) => vec![m.rows(), m.cols()],
         }
     }
 }
@@ -125,6 +130,14 @@ pub struct Weights {
     entries: BTreeMap<String, Entry>,
     used: BTreeSet<String>,
     source_name: String,
+    format: WeightFormat,
+    synthetic: Option<Synthetic>,
+}
+
+/// Seeded random tensors made on demand for any name (see [`Weights::synthetic`]).
+struct Synthetic {
+    seed: u64,
+    absent: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -186,7 +199,61 @@ impl Weights {
             entries: BTreeMap::new(),
             used: BTreeSet::new(),
             source_name,
+            format: WeightFormat::AS_STORED,
+            synthetic: None,
         }
+    }
+
+    /// A checkpoint of seeded random weights in which every tensor a loader asks for exists —
+    /// except the names `absent` picks (a tied head, optional parts) — with the shape the
+    /// loader expects: the architecture at its real size without its weights, for measuring
+    /// speed and memory. Matrices in a block format are made directly as random blocks, never
+    /// as f32, so a 7B model at Q4_0 takes its Q4_0 size. Norm weights are 1, everything else
+    /// small (±0.05 uniform, block scales 2⁻⁸).
+    pub fn synthetic(seed: u64, absent: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        let mut weights = Self::empty(format!("random weights (seed {seed})"));
+        weights.synthetic = Some(Synthetic {
+            seed,
+            absent: Box::new(absent),
+        });
+        weights
+    }
+
+    /// The seed of a synthetic tensor: the checkpoint's seed mixed with its name.
+    fn synthetic_seed(&self, name: &str) -> Option<u64> {
+        let s = self.synthetic.as_ref()?;
+        if self.entries.contains_key(name) || (s.absent)(name) {
+            return None;
+        }
+        let mut h = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+        for b in name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+        }
+        Some(h)
+    }
+
+    /// Keeps matrices in these formats from now on (see [`WeightFormat`]): [`Weights::dense`],
+    /// [`Weights::head`] and [`Weights::embedding`] follow it.
+    pub fn set_format(&mut self, format: WeightFormat) {
+        self.format = format;
+    }
+
+    /// The formats matrices are kept in.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Builds weights from matrices in stored formats and f32 tensors (a GGUF file's), by name.
+    pub fn from_stored(
+        source_name: &str,
+        stored: BTreeMap<String, QMatrix>,
+        tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    ) -> Self {
+        let mut weights = Self::from_f32(source_name, tensors);
+        for (name, m) in stored {
+            weights.entries.insert(name, Entry::Stored(m));
+        }
+        weights
     }
 
     /// Builds weights from tensors already in memory (for example dequantised GGUF tensors).
@@ -323,7 +390,7 @@ impl Weights {
 
     /// Whether the checkpoint has a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+        self.entries.contains_key(name) || self.synthetic_seed(name).is_some()
     }
 
     /// The shape of a tensor, outermost dimension first.
@@ -340,6 +407,16 @@ impl Weights {
 
     /// Takes a tensor as f32 values in row-major order, checking its shape.
     pub fn take_f32(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {
+        if let Some(seed) = self.synthetic_seed(name) {
+            let n: usize = expected.iter().product();
+            let norm = name.contains("norm") || name.contains("ln_");
+            return Ok(if norm && !name.ends_with("bias") {
+                vec![1.0; n]
+            } else {
+                let mut rng = SplitMix(seed);
+                (0..n).map(|_| rng.uniform() * 0.1 - 0.05).collect()
+            });
+        }
         let entry = self.entries.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
             source_name: self.source_name.clone(),
@@ -369,9 +446,83 @@ impl Weights {
                     name: name.to_string(),
                     dtype: format!("{:?} ({e:?})", data.dtype),
                 })?,
+            Entry::Stored(m) => m.dequantize(),
         };
         self.used.insert(name.to_string());
         Ok(values)
+    }
+
+    /// Takes a `[rows, cols]` matrix (rows = output features) in the format `want`, or as
+    /// stored when `want` is `None`: `Ok(None)` means "f32, as a plain tensor". A stored matrix
+    /// asked for in another format is dequantized and quantized again.
+    pub fn take_matrix(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        want: Option<QType>,
+    ) -> Result<Option<QMatrix>, WeightError> {
+        if let (Some(seed), Some(q)) = (self.synthetic_seed(name), want) {
+            if matches!(q, QType::Q8_0 | QType::Q4_0 | QType::Q4_1) {
+                let bytes = random_blocks(q, rows, cols, seed);
+                return QMatrix::new(q, rows, cols, Storage::Owned(bytes))
+                    .map(Some)
+                    .map_err(|e| self.quant_err(name, e));
+            }
+        }
+        let stored = match self.entries.get(name) {
+            Some(Entry::Stored(m)) => Some(m.clone()),
+            Some(Entry::Mapped {
+                file,
+                dtype,
+                start,
+                end,
+                ..
+            }) if want.is_some_and(|w| mapped_type(*dtype) == Some(w)) => {
+                // f16 / bf16 / f32 safetensors kept as they are, straight from the map.
+                let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = file.clone();
+                let t = mapped_type(*dtype).expect("checked");
+                Some(QMatrix::new(
+                    t,
+                    rows,
+                    cols,
+                    Storage::Shared {
+                        owner,
+                        offset: *start,
+                        len: end - start,
+                    },
+                )
+                .map_err(|e| self.quant_err(name, e))?)
+            }
+            _ => None,
+        };
+        if let Some(m) = stored {
+            if [m.rows(), m.cols()] != [rows, cols] {
+                return Err(WeightError::Shape {
+                    name: name.to_string(),
+                    expected: vec![rows, cols],
+                    found: vec![m.rows(), m.cols()],
+                });
+            }
+            if want.is_none_or(|w| w == m.qtype()) {
+                self.used.insert(name.to_string());
+                return Ok((m.qtype() != QType::F32 || want.is_some()).then_some(m));
+            }
+        }
+        let Some(want) = want else {
+            return Ok(None);
+        };
+        let values = self.take_f32(name, &[rows, cols])?;
+        QMatrix::quantize(want, rows, cols, &values)
+            .map(Some)
+            .map_err(|e| self.quant_err(name, e))
+    }
+
+    fn quant_err(&self, name: &str, e: QuantError) -> WeightError {
+        WeightError::Inconsistent {
+            name: name.to_string(),
+            reason: e.to_string(),
+        }
     }
 
     /// For a tied head: when the checkpoint also stores `name` (some writers do), takes it and
@@ -423,14 +574,8 @@ impl Weights {
         device: &B::Device,
     ) -> Result<Tensor<B, 2>, WeightError> {
         let values = self.take_f32(name, &[rows, cols])?;
-        let mut out = vec![0.0f32; values.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                out[c * rows + r] = values[r * cols + c];
-            }
-        }
         Ok(Tensor::from_data(
-            TensorData::new(out, [cols, rows]),
+            TensorData::new(transpose(&values, rows, cols), [cols, rows]),
             device,
         ))
     }
@@ -474,16 +619,91 @@ impl Weights {
         layout: LinearLayout,
         device: &B::Device,
     ) -> Result<crate::Dense<B>, WeightError> {
-        let (weight, bias) = self.weight_and_bias(
-            prefix,
-            d_in,
-            d_out,
-            bias,
-            layout,
-            LinearLayout::OutIn,
-            device,
-        )?;
-        Ok(crate::Dense::new(weight, bias))
+        let format = self.format.matrices;
+        self.dense_as(prefix, d_in, d_out, bias, layout, format, device)
+    }
+
+    /// [`Weights::dense`] for an LM head: kept in the format's `head` type.
+    pub fn head<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        layout: LinearLayout,
+        device: &B::Device,
+    ) -> Result<crate::Dense<B>, WeightError> {
+        let format = self.format.head;
+        self.dense_as(prefix, d_in, d_out, bias, layout, format, device)
+    }
+
+    /// A [`Dense`](crate::Dense) whose weight is kept in `format` (`None`: as stored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_as<B: Backend>(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        layout: LinearLayout,
+        format: Option<QType>,
+        device: &B::Device,
+    ) -> Result<crate::Dense<B>, WeightError> {
+        let name = format!("{prefix}.weight");
+        let stored = match layout {
+            LinearLayout::OutIn => self.take_matrix(&name, d_out, d_in, format)?,
+            // GPT-2's Conv1D `[in, out]`: transposed once on the host, then stored.
+            LinearLayout::InOut => match format {
+                Some(f) if f != QType::F32 => {
+                    let values = self.take_f32(&name, &[d_in, d_out])?;
+                    let t = transpose(&values, d_in, d_out);
+                    Some(
+                        QMatrix::quantize(f, d_out, d_in, &t)
+                            .map_err(|e| self.quant_err(&name, e))?,
+                    )
+                }
+                _ => None,
+            },
+        };
+        let bias = if bias {
+            Some(self.tensor(&format!("{prefix}.bias"), [d_out], device)?)
+        } else {
+            None
+        };
+        match stored {
+            Some(m) if m.qtype() != QType::F32 => Ok(crate::Dense::stored(m, bias, device)),
+            Some(m) => Ok(crate::Dense::new(
+                Tensor::from_data(TensorData::new(m.dequantize(), [d_out, d_in]), device),
+                bias,
+            )),
+            None => {
+                let weight = if layout == LinearLayout::OutIn {
+                    self.tensor(&name, [d_out, d_in], device)?
+                } else {
+                    self.tensor_transposed(&name, d_in, d_out, device)?
+                };
+                Ok(crate::Dense::new(weight, bias))
+            }
+        }
+    }
+
+    /// A token embedding `[vocab, d]` kept in the format's `embeddings` type.
+    pub fn embedding<B: Backend>(
+        &mut self,
+        name: &str,
+        vocab: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> Result<crate::Embed<B>, WeightError> {
+        let format = self.format.embeddings;
+        match self.take_matrix(name, vocab, d, format)? {
+            Some(m) if m.qtype() != QType::F32 => Ok(crate::Embed::stored(m, device)),
+            Some(m) => Ok(crate::Embed::new(Tensor::from_data(
+                TensorData::new(m.dequantize(), [vocab, d]),
+                device,
+            ))),
+            None => Ok(crate::Embed::new(self.tensor(name, [vocab, d], device)?)),
+        }
     }
 
     /// `{prefix}.weight`, stored as `stored`, returned contiguous as `wanted`, and the bias.
@@ -530,6 +750,65 @@ impl Weights {
         } else {
             Err(WeightError::Unused(unused))
         }
+    }
+}
+
+/// SplitMix64: a small, fast, seeded generator for synthetic weights.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Random Q8_0 / Q4_0 / Q4_1 blocks: random codes, scale 2⁻⁸ (minimum −2⁻⁵ for Q4_1).
+fn random_blocks(q: QType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let row_bytes = q.row_bytes(cols).unwrap_or(0);
+    let mut bytes = vec![0u8; rows * row_bytes];
+    let mut rng = SplitMix(seed);
+    for chunk in bytes.chunks_mut(8) {
+        let r = rng.next().to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    let d = half::f16::from_f32(1.0 / 256.0).to_le_bytes();
+    let m = half::f16::from_f32(-1.0 / 32.0).to_le_bytes();
+    for block in bytes.chunks_exact_mut(q.block_bytes()) {
+        block[..2].copy_from_slice(&d);
+        if q == QType::Q4_1 {
+            block[2..4].copy_from_slice(&m);
+        }
+    }
+    bytes
+}
+
+/// `[rows, cols]` row-major values as `[cols, rows]`.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The stored format of a safetensors element type that a [`QMatrix`] can hold as it is.
+fn mapped_type(dtype: Dtype) -> Option<QType> {
+    match dtype {
+        Dtype::F32 => Some(QType::F32),
+        Dtype::F16 => Some(QType::F16),
+        Dtype::BF16 => Some(QType::BF16),
+        _ => None,
     }
 }
 

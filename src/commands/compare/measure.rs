@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
-use burn_zoo::backends::{self, with_backend, BackendKind};
+use burn_zoo::backends::{self, BackendKind};
 use burn_zoo::bench::{
     peak_rss_bytes, BenchSettings, MEMORY_METHOD, PERPLEXITY_METHOD, PSEUDO_PERPLEXITY_METHOD,
     SPEED_METHOD,
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::speed_svg::{speed_svg, SpeedBar};
 use super::{check_overwrite, CompareArgs};
-use crate::commands::{fetch, names_a_path, print_json, Context};
+use crate::commands::{fetch, names_a_path, print_json, Context, WeightArgs};
 
 /// The measurement settings `compare --measure` passes on to each child.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +38,8 @@ pub struct MeasureSettings {
     /// With --measure --text: tokens the perplexity window moves by (default: half the window).
     #[arg(long)]
     pub stride: Option<usize>,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 impl MeasureSettings {
@@ -56,25 +58,32 @@ impl MeasureSettings {
         if let Some(s) = self.stride {
             args.extend(["--stride".to_string(), s.to_string()]);
         }
+        if let Some(d) = &self.weights.dtype {
+            args.extend(["--dtype".to_string(), d.clone()]);
+        }
+        if let Some(q) = &self.weights.quantize {
+            args.extend(["--quantize".to_string(), q.clone()]);
+        }
         args
     }
 
-    fn bench(&self) -> BenchSettings {
-        BenchSettings {
+    fn bench(&self) -> anyhow::Result<BenchSettings> {
+        Ok(BenchSettings {
             prompt_len: self.prompt_len,
             gen_len: self.gen_len,
             batch: 1,
             runs: self.runs,
             window: self.window,
             stride: self.stride,
-        }
+            format: self.weights.format()?,
+        })
     }
 
     fn check(&self) -> anyhow::Result<()> {
         if self.gen_len == 0 {
             bail!("--runs, --prompt-len and --gen-len must be at least 1");
         }
-        self.bench().check()?;
+        self.bench()?.check()?;
         Ok(())
     }
 }
@@ -109,11 +118,9 @@ pub fn measure_one(ctx: &Context, args: MeasureOneArgs) -> anyhow::Result<()> {
     args.settings.check()?;
     let model = resolve_path(&args.model)?;
     let text = args.text.as_deref().map(read_text).transpose()?;
-    let settings = args.settings.bench();
+    let settings = args.settings.bench()?;
     let kind = ctx.backend()?;
-    let mut report = with_backend!(kind, |B, device| {
-        burn_zoo::bench::measure::<B>(&model, &settings, text.as_deref(), &device)?
-    })?;
+    let mut report = burn_zoo::bench::measure_on(kind, &model, &settings, text.as_deref())?;
     report["backend"] = json!(kind.name());
     report["peak_rss_bytes"] = json!(peak_rss_bytes());
     print_json(&report)
