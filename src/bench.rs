@@ -86,6 +86,19 @@ pub fn spread(values: &[f64]) -> Value {
     })
 }
 
+/// Memory the kernel says is available for new allocations (Linux `MemAvailable`).
+fn mem_available() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
 /// Peak resident memory of this process so far, in bytes (Linux; 0 elsewhere).
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -420,6 +433,21 @@ pub fn measure_random<B: Backend>(
 ) -> Result<Value, Error> {
     settings.check()?;
     let s = settings;
+    // Refuse a model that cannot fit: an f32 7B model (27 GB) on a 24 GB machine would be
+    // killed by the kernel half-way through making its weights.
+    if let (Ok(c), Some(available)) = (crate::catalog::compare::compare(entry), mem_available()) {
+        let needed =
+            crate::describe::weight_bytes_as_loaded(&c, s.format).unwrap_or(c.weight_bytes.fp32);
+        if needed > available / 10 * 9 {
+            return Err(Error::Input(format!(
+                "{} at {} needs about {:.1} GB of weights and {:.1} GB of memory is available: use --quantize q4_0 (or q8_0, --dtype f16)",
+                entry.id,
+                s.format.describe(),
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            )));
+        }
+    }
     let start = Instant::now();
     let lm = random_model::<B>(entry, s.format, seed, device)?;
     let load_secs = start.elapsed().as_secs_f64();
@@ -450,8 +478,10 @@ pub fn measure_on(
     settings: &BenchSettings,
     text: Option<&str>,
 ) -> Result<Value, Error> {
-    with_backend!(kind, |B, device| { measure::<B>(model, settings, text, &device)? })
-        .map_err(|e| Error::Input(e.to_string()))
+    with_backend!(kind, |B, device| {
+        measure::<B>(model, settings, text, &device)?
+    })
+    .map_err(|e| Error::Input(e.to_string()))
 }
 
 /// [`measure_random`] on the backend `kind` chosen at run time.

@@ -1,11 +1,13 @@
 //! A model on disk described as a catalog entry, from its own config (a folder's
 //! `config.json`, or a GGUF file's metadata), so `zoo compare` and `zoo info` treat folders and
-//! `.gguf` files like catalog ids.
+//! `.gguf` files like catalog ids; and weight memory in the format a model is loaded in.
 
+use crate::catalog::compare::Comparison;
 use crate::catalog::{
     Activation, ArchConfig, Architecture, ModelEntry, NormKind, NormPosition, Positional,
 };
 use crate::glm::{ChatGlmV1Config, ChatGlmV2Config, GlmKind};
+use crate::nn::{QType, WeightFormat};
 use crate::resolve::{Family, ModelRef};
 use crate::{bert, glm, gpt2, llama, Error};
 
@@ -238,4 +240,18 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
             }
         },
     })
+}
+
+/// Bits per weight of a stored format, its block scales included (Q4_0 4.5, Q8_0 8.5).
+fn bits(t: QType) -> f64 {
+    (t.block_bytes() * 8) as f64 / t.block_size() as f64
+}
+
+/// The weight bytes of a comparison's parameters kept in `format` (`None` for "as stored",
+/// which only the checkpoint itself knows): block matrices at the format's type, token
+/// tables and the head at its embedding type, norms and biases in f32.
+pub fn weight_bytes_as_loaded(c: &Comparison, format: WeightFormat) -> Option<u64> {
+    let block = bits(format.matrices?);
+    let table = bits(format.embeddings.unwrap_or(QType::F32));
+    Some(c.breakdown.bytes_at(block, table))
 }

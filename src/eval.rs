@@ -276,6 +276,8 @@ pub fn forward_on(
     ids: &[u32],
     options: &ForwardOptions,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    with_backend!(kind, |B, device| { forward::<B>(model, ids, options, &device)? })
-        .map_err(|e| Error::Input(e.to_string()))
+    with_backend!(kind, |B, device| {
+        forward::<B>(model, ids, options, &device)?
+    })
+    .map_err(|e| Error::Input(e.to_string()))
 }

@@ -28,7 +28,7 @@ use crate::gpt2::{Gpt2, Gpt2Cache};
 use crate::llama::{Llama, LlamaCache};
 use crate::nn::attention::CacheFull;
 use crate::nn::{
-    ChatFormat, Conversation, CausalLm, GenerationConfig, Generated, Logits, Message,
+    CausalLm, ChatFormat, Conversation, Generated, GenerationConfig, Logits, Message,
     PipelineError, TextGenerator, TextTokenizer, WeightFormat,
 };
 use crate::resolve::{resolve_path, Family};
@@ -146,7 +146,9 @@ pub fn open_with<B: Backend>(
         Family::Llama => {
             crate::llama::open_with::<B>(path, device, format)?.map_model(CausalModel::Llama)
         }
-        Family::Glm => crate::glm::open_with::<B>(path, device, format)?.map_model(CausalModel::Glm),
+        Family::Glm => {
+            crate::glm::open_with::<B>(path, device, format)?.map_model(CausalModel::Glm)
+        }
         Family::Bert => return Err(Error::NotCausal(model.path)),
     })
 }

@@ -5,6 +5,15 @@ use serde_json::json;
 
 use super::{print_json, Context};
 
+/// How a backend keeps weights stored in f16, bf16 or a block format.
+fn stored_formats(kind: BackendKind) -> &'static str {
+    if kind.is_gpu() {
+        "q8_0/q4_0/q4_1 packed on the device (unpacked per product); f16, bf16 and K-quants widened to f32 at load (no memory saving)"
+    } else {
+        "all kept as stored in host memory (f16/bf16 halve f32; q4_0 ≈ 1/7), fused SIMD products"
+    }
+}
+
 /// Lists every backend the zoo knows, compiled in or not, and probes the compiled ones.
 pub fn backends(ctx: &Context) -> anyhow::Result<()> {
     let mut rows = Vec::new();
@@ -26,7 +35,13 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
         let list: Vec<_> = rows
             .iter()
             .map(|(kind, available, detail)| {
-                json!({"name": kind.name(), "compiled": kind.is_compiled(), "available": available, "detail": detail})
+                json!({
+                    "name": kind.name(),
+                    "compiled": kind.is_compiled(),
+                    "available": available,
+                    "detail": detail,
+                    "stored_weights": stored_formats(*kind),
+                })
             })
             .collect();
         return print_json(&json!({ "backends": list }));
@@ -44,5 +59,19 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
             detail
         );
     }
+    println!();
+    println!("weights in f16/bf16/block formats (--dtype, --quantize, GGUF files):");
+    println!(
+        "  CPU (flex, ndarray): {}",
+        stored_formats(BackendKind::Flex)
+    );
+    println!(
+        "  GPU (wgpu, vulkan, webgpu, cuda): {}",
+        stored_formats(BackendKind::Wgpu)
+    );
+    println!(
+        "  CPU kernels on this machine: {}",
+        burn_zoo::nn::quant::cpu_features()
+    );
     Ok(())
 }

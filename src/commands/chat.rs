@@ -4,8 +4,8 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::bail;
-use burn_zoo::DynLanguageModel;
 use burn_zoo::nn::{Conversation, GenerationConfig, Template, TemplateFormat};
+use burn_zoo::DynLanguageModel;
 use serde_json::json;
 
 use super::{

@@ -140,13 +140,34 @@ pub fn compare(ctx: &Context, args: CompareArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
 
+    // With --dtype / --quantize: the weight memory in that format, per model.
+    let format = args.settings.weights.format()?;
+    let loaded: Vec<Option<u64>> = models
+        .iter()
+        .map(|c| burn_zoo::describe::weight_bytes_as_loaded(c, format))
+        .collect();
     if ctx.json {
-        return print_json(&compare::to_json(&models));
+        let mut value = compare::to_json(&models);
+        if loaded.iter().any(Option::is_some) {
+            value["weight_bytes_as_loaded"] = serde_json::json!({
+                "format": format.describe(),
+                "bytes": loaded,
+            });
+        }
+        return print_json(&value);
     }
     if args.markdown {
         print!("{}", compare::to_markdown(&models));
     } else {
         print!("{}", compare::to_text(&models));
+    }
+    if loaded.iter().any(Option::is_some) {
+        println!("\nweights as loaded with {}:", format.describe());
+        for (c, bytes) in models.iter().zip(&loaded) {
+            if let Some(b) = bytes {
+                println!("  {:<28} {:.2} GB", c.id, *b as f64 / 1e9);
+            }
+        }
     }
     Ok(())
 }

@@ -5,9 +5,8 @@ use burn_zoo::resolve::ModelRef;
 use serde_json::json;
 
 use super::{fetch, print_json, resolve_model, Context, WeightArgs};
-use burn_zoo::catalog::compare::Comparison;
-use burn_zoo::nn::{QType, WeightFormat};
 use burn_zoo::catalog;
+use burn_zoo::describe::weight_bytes_as_loaded;
 
 /// Arguments of `zoo info`.
 #[derive(Debug, clap::Args)]
@@ -17,19 +16,6 @@ pub struct InfoArgs {
     /// Also report the weight memory in this format.
     #[command(flatten)]
     pub weights: WeightArgs,
-}
-
-/// Bits per weight of a stored format, its block scales included.
-fn bits(t: QType) -> f64 {
-    (t.block_bytes() * 8) as f64 / t.block_size() as f64
-}
-
-/// Weight bytes of a comparison's parameters kept in `format` (`None` when the format is "as
-/// stored", which only the checkpoint knows).
-fn loaded_bytes(c: &Comparison, format: WeightFormat) -> Option<u64> {
-    let block = bits(format.matrices?);
-    let table = bits(format.embeddings.unwrap_or(QType::F32));
-    Some(c.breakdown.bytes_at(block, table))
 }
 
 /// `zoo list`: the catalog, with whether each model is in the cache.
@@ -97,7 +83,10 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
             // Sizes computed from the config alone (no weights needed).
             let sizes = catalog::compare::compare(entry).ok();
             let format = args.weights.format()?;
-            if let Some(bytes) = sizes.as_ref().and_then(|c| loaded_bytes(c, format)) {
+            if let Some(bytes) = sizes
+                .as_ref()
+                .and_then(|c| weight_bytes_as_loaded(c, format))
+            {
                 value["computed"]["weight_bytes_as_loaded"] =
                     json!({ "format": format.describe(), "bytes": bytes });
             }
@@ -149,7 +138,7 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
                     gb(w.int8),
                     gb(w.int4)
                 );
-                if let Some(bytes) = loaded_bytes(c, format) {
+                if let Some(bytes) = weight_bytes_as_loaded(c, format) {
                     println!(
                         "as loaded   {:.2} GB of weights ({})",
                         gb(bytes),
@@ -186,7 +175,7 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
     let entry = burn_zoo::describe::catalog_entry(&model, &args.model)?;
     if let Some(bytes) = catalog::compare::compare(&entry)
         .ok()
-        .and_then(|c| loaded_bytes(&c, format))
+        .and_then(|c| weight_bytes_as_loaded(&c, format))
     {
         facts["weight_bytes_as_loaded"] = json!(bytes);
         facts["weight_format"] = json!(format.describe());

@@ -138,11 +138,9 @@ impl WeightArgs {
         };
         Ok(match (&self.dtype, &self.quantize) {
             (Some(_), Some(_)) => bail!("give --dtype or --quantize, not both"),
-            (Some(d), None) => WeightFormat::dtype(parse(
-                d,
-                &[QType::F32, QType::F16, QType::BF16],
-                "--dtype",
-            )?),
+            (Some(d), None) => {
+                WeightFormat::dtype(parse(d, &[QType::F32, QType::F16, QType::BF16], "--dtype")?)
+            }
             (None, Some(q)) => WeightFormat::quantized(parse(
                 q,
                 &[QType::Q8_0, QType::Q4_0, QType::Q4_1],

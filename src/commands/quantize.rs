@@ -28,10 +28,18 @@ pub struct QuantizeArgs {
 /// `zoo quantize`.
 pub fn quantize(ctx: &Context, args: QuantizeArgs) -> anyhow::Result<()> {
     let to = QType::from_name(&args.to)
-        .filter(|t| matches!(t, QType::F32 | QType::F16 | QType::Q8_0 | QType::Q4_0 | QType::Q4_1))
+        .filter(|t| {
+            matches!(
+                t,
+                QType::F32 | QType::F16 | QType::Q8_0 | QType::Q4_0 | QType::Q4_1
+            )
+        })
         .with_context(|| format!("--to {}: expected q8_0, q4_0, q4_1, f16 or f32", args.to))?;
     if args.out.is_dir() {
-        bail!("--out {} is a folder: name the .gguf file to write", args.out.display());
+        bail!(
+            "--out {} is a folder: name the .gguf file to write",
+            args.out.display()
+        );
     }
     if args.out.exists() && !args.force {
         bail!(

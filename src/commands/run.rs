@@ -1,9 +1,9 @@
 //! `zoo forward` and `zoo generate`: the verification interface and text generation.
 
 use anyhow::bail;
-use burn_zoo::DynLanguageModel;
 use burn_zoo::eval::ForwardOptions;
 use burn_zoo::nn::GenerationConfig;
+use burn_zoo::DynLanguageModel;
 use serde_json::json;
 
 use super::{
@@ -58,7 +58,6 @@ pub struct GenerateArgs {
 
 /// `zoo forward`.
 pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
-    let model = resolve_model(&args.model)?;
     let ids = parse_ids(&args.ids)?;
     let parse_opt = |s: &Option<String>| s.as_deref().map(parse_ids).transpose();
     let options = ForwardOptions {
@@ -67,6 +66,7 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
         attention_mask: parse_opt(&args.attention_mask)?,
         format: args.weights.format()?,
     };
+    let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
     let rows = burn_zoo::eval::forward_on(kind, &model, &ids, &options)?;
     let what = if args.hidden { "hidden" } else { "logits" };
@@ -121,7 +121,7 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     }
     let out = lm.generate(&prompt, &config, |piece| !stream || stream_to_stdout(piece))?;
     if ctx.json {
-        let mut value = json!({ "ids": out.ids });
+        let mut value = json!({ "ids": out.ids, "prompt_ids": prompt });
         if let Some(text) = out.text {
             value["text"] = json!(text);
         }

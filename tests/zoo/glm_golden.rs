@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_backends::BackendKind;
 use zoo_glm::{v1, v2, ChatGlmV1Config, ChatGlmV2Config};
-use zoo_nn::Weights;
+use zoo_nn::{QType, WeightFormat, Weights};
 
 fn reference_dir() -> Option<PathBuf> {
     match std::env::var("ZOO_CHATGLM_REFERENCE") {
@@ -41,6 +41,23 @@ fn tolerance(kind: BackendKind, ptuning: bool) -> f32 {
         1e-4
     } else {
         1e-5
+    }
+}
+
+/// The tolerance of a run with the weights kept in f16 or Q8_0 instead of f32 (`None`: f32).
+///
+/// f16 rounds each weight by at most 2⁻¹¹ relative, so a product `Σ wᵢxᵢ` moves by at most
+/// 2⁻¹¹·Σ|wᵢ||xᵢ|; through one layer of these tiny models (|x| ≈ 1, 32–128 terms, two residual
+/// branches, LayerNorm rescaling) that bounds the hidden states' change near 2e-3 — measured
+/// 7.6e-5 to 4.0e-4 on flex, ndarray and wgpu alike. Q8_0 rounds each weight by up to amax/254 of its block of
+/// 32 and, on the CPU backends, each block of activations the same way (as llama.cpp), about
+/// 2·2⁻⁸ relative per product: 2e-2 bounds what was measured (2e-3 to 8e-3) with room for
+/// the GPU backends' exact unpacking, which only removes the activation part.
+fn format_tolerance(format: WeightFormat) -> Option<f32> {
+    match format.matrices? {
+        QType::F16 => Some(2e-3),
+        QType::Q8_0 => Some(2e-2),
+        _ => None,
     }
 }
 
@@ -207,6 +224,7 @@ struct V1Golden {
     kind: BackendKind,
     file: &'static str,
     ptuning: bool,
+    format: WeightFormat,
 }
 
 impl V1Golden {
@@ -222,6 +240,8 @@ impl V1Golden {
         }))
         .unwrap();
         let mut weights = Weights::from_f32(self.file, g.weights.clone());
+        weights.set_format(self.format);
+        let tol = format_tolerance(self.format).unwrap_or(tolerance(self.kind, self.ptuning));
         let model = v1::from_weights::<B>(
             &config,
             &mut weights,
@@ -241,7 +261,7 @@ impl V1Golden {
             let h = model
                 .hidden(ids::<B>(x, &device), pos, block, *context, &mut cache)
                 .unwrap();
-            assert_close(self.file, i + 1, h, y, tolerance(self.kind, self.ptuning));
+            assert_close(self.file, i + 1, h, y, tol);
         }
     }
 }
@@ -252,6 +272,7 @@ struct V2Golden {
     eps: f64,
     rope_ratio: f64,
     ptuning: bool,
+    format: WeightFormat,
 }
 
 impl V2Golden {
@@ -269,6 +290,8 @@ impl V2Golden {
         }))
         .unwrap();
         let mut weights = Weights::from_f32(self.file, g.weights.clone());
+        weights.set_format(self.format);
+        let tol = format_tolerance(self.format).unwrap_or(tolerance(self.kind, self.ptuning));
         let model = v2::from_weights::<B>(
             &config,
             &mut weights,
@@ -280,7 +303,7 @@ impl V2Golden {
         let mut cache = model.cache(1, 8);
         for (i, (x, y)) in g.steps.iter().enumerate() {
             let h = model.hidden(ids::<B>(x, &device), &mut cache).unwrap();
-            assert_close(self.file, i + 1, h, y, tolerance(self.kind, self.ptuning));
+            assert_close(self.file, i + 1, h, y, tol);
         }
     }
 }
@@ -299,6 +322,7 @@ fn chatglm6b_golden() {
                 kind,
                 file: "glm_model.data",
                 ptuning: false,
+                format: WeightFormat::AS_STORED,
             })
             .run::<B>(device)
         })
@@ -314,6 +338,7 @@ fn chatglm6b_ptuning_v2_golden() {
                 kind,
                 file: "glm_ptuning_v2_model.data",
                 ptuning: true,
+                format: WeightFormat::AS_STORED,
             })
             .run::<B>(device)
         })
@@ -330,6 +355,7 @@ fn chatglm2_golden() {
             eps: 1e-5,
             rope_ratio: 1.0,
             ptuning: false,
+            format: WeightFormat::AS_STORED,
         };
         zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
@@ -344,6 +370,7 @@ fn chatglm3_golden() {
             eps: 1e-5,
             rope_ratio: 1.0,
             ptuning: false,
+            format: WeightFormat::AS_STORED,
         };
         zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
@@ -358,6 +385,7 @@ fn chatglm3_ptuning_v2_golden() {
             eps: 1e-5,
             rope_ratio: 1.0,
             ptuning: true,
+            format: WeightFormat::AS_STORED,
         };
         zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
@@ -372,7 +400,47 @@ fn glm4_chatglm_layout_golden() {
             eps: 1.5625e-7,
             rope_ratio: 500.0,
             ptuning: false,
+            format: WeightFormat::AS_STORED,
         };
         zoo_backends::with_backend!(kind, |B, device| { (task).run::<B>(device) }).unwrap()
     });
+}
+
+/// The four plain golden files with the weights kept in f16 and in Q8_0, on every backend,
+/// within the tolerances of [`format_tolerance`].
+#[test]
+#[allow(clippy::clone_on_copy)] // the device is `Copy` on the CPU backends only
+fn golden_files_hold_at_f16_and_q8_0() {
+    for format in [
+        WeightFormat::dtype(QType::F16),
+        WeightFormat::quantized(QType::Q8_0),
+    ] {
+        each_backend(|kind| {
+            zoo_backends::with_backend!(kind, |B, device| {
+                V1Golden {
+                    kind,
+                    file: "glm_model.data",
+                    ptuning: false,
+                    format,
+                }
+                .run::<B>(device.clone());
+                for (file, eps, rope_ratio) in [
+                    ("glm2_model.data", 1e-5, 1.0),
+                    ("glm3_model.data", 1e-5, 1.0),
+                    ("glm4_model.data", 1.5625e-7, 500.0),
+                ] {
+                    V2Golden {
+                        kind,
+                        file,
+                        eps,
+                        rope_ratio,
+                        ptuning: false,
+                        format,
+                    }
+                    .run::<B>(device.clone());
+                }
+            })
+            .unwrap()
+        });
+    }
 }

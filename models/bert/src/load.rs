@@ -32,8 +32,8 @@ use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::{Dense, WeightFormat};
 use zoo_nn::LayerNorm;
+use zoo_nn::{Dense, WeightFormat};
 
 use crate::model::{Attention, Bert, Embeddings, Layer, MlmHead};
 use crate::BertConfig;

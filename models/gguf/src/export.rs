@@ -32,7 +32,11 @@ fn bad(msg: impl std::fmt::Display) -> GgufError {
 /// Adds the `tokenizer.ggml.*` keys for the tokenizer serialized as `tokenizer_json` (a
 /// `tokenizer.json`, or `tokenizers::Tokenizer::to_string`). Only byte-level BPE tokenizers
 /// with GPT-2's pre-tokenizer are written; anything else is an error naming what it is.
-pub fn add_tokenizer(w: &mut GgufWriter, tokenizer_json: &str, opts: &TokenizerExport) -> Result<()> {
+pub fn add_tokenizer(
+    w: &mut GgufWriter,
+    tokenizer_json: &str,
+    opts: &TokenizerExport,
+) -> Result<()> {
     let json: serde_json::Value =
         serde_json::from_str(tokenizer_json).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
     let model = &json["model"];
@@ -43,8 +47,8 @@ pub fn add_tokenizer(w: &mut GgufWriter, tokenizer_json: &str, opts: &TokenizerE
         )));
     }
     let pre = &json["pre_tokenizer"];
-    let byte_level = pre["type"].as_str() == Some("ByteLevel")
-        && pre["use_regex"].as_bool() != Some(false);
+    let byte_level =
+        pre["type"].as_str() == Some("ByteLevel") && pre["use_regex"].as_bool() != Some(false);
     if !byte_level {
         return Err(bad(format!(
             "only GPT-2's byte-level pre-tokenizer is written to GGUF, not {pre}"
@@ -69,7 +73,9 @@ pub fn add_tokenizer(w: &mut GgufWriter, tokenizer_json: &str, opts: &TokenizerE
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![TOKEN_NORMAL as i32; n];
     for (token, id) in vocab {
-        let id = id.as_u64().ok_or_else(|| bad("a vocabulary id is not a number"))? as usize;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad("a vocabulary id is not a number"))? as usize;
         tokens[id] = Some(token.clone());
     }
     for t in &added {

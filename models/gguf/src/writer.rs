@@ -90,12 +90,10 @@ impl GgufWriter {
             let file = File::create(&tmp).map_err(io(&tmp))?;
             let mut w = BufWriter::new(file);
             self.write_to(&mut w).map_err(io(&tmp))?;
-            let file = w
-                .into_inner()
-                .map_err(|e| GgufError::Io {
-                    path: tmp.clone(),
-                    source: e.into_error(),
-                })?;
+            let file = w.into_inner().map_err(|e| GgufError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(io(&tmp))?;
             std::fs::rename(&tmp, path).map_err(io(path))
         })();
@@ -144,7 +142,10 @@ impl GgufWriter {
 
 /// `path` with `.part` appended, beside it.
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".part");
     path.with_file_name(name)
 }
@@ -302,7 +303,10 @@ mod tests {
         assert_eq!(r.get_u32("llama.block_count").unwrap(), 2);
         assert_eq!(r.get_f32("x.f").unwrap(), 0.5);
         assert!(r.get_bool("x.flag").unwrap());
-        assert_eq!(r.get_str_array("tokenizer.ggml.tokens").unwrap(), ["a", "bc"]);
+        assert_eq!(
+            r.get_str_array("tokenizer.ggml.tokens").unwrap(),
+            ["a", "bc"]
+        );
         assert_eq!(r.tensor_info("a").unwrap().shape(), vec![2, 3]);
         let (_, a) = r.tensor_f32("a").unwrap();
         assert_eq!(a, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);

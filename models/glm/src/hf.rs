@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{activation::silu, backend::Backend, Bool, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};

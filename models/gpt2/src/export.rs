@@ -25,13 +25,26 @@ fn bad(reason: String) -> Gpt2Error {
     Gpt2Error::Export(reason)
 }
 
-fn add(w: &mut GgufWriter, name: &str, shape: &[usize], values: &[f32], qtype: QType) -> Result<(), Gpt2Error> {
+fn add(
+    w: &mut GgufWriter,
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+    qtype: QType,
+) -> Result<(), Gpt2Error> {
     let (rows, cols) = match shape {
         [n] => (1, *n),
         [r, c] => (*r, *c),
         _ => return Err(bad(format!("{name}: shape {shape:?}"))),
     };
-    let m = QMatrix::quantize(qtype, rows, cols, values).map_err(|e| bad(format!("{name}: {e}")))?;
+    // Rows that are not whole blocks fall back to f16, as llama.cpp's quantizer does.
+    let qtype = if qtype.row_bytes(cols).is_none() {
+        QType::F16
+    } else {
+        qtype
+    };
+    let m =
+        QMatrix::quantize(qtype, rows, cols, values).map_err(|e| bad(format!("{name}: {e}")))?;
     let dtype = GgmlType::from_id(qtype.ggml_id())
         .ok_or_else(|| bad(format!("{name}: {} has no GGUF type", qtype.name())))?;
     w.add_tensor(TensorOut {
@@ -57,7 +70,10 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// The GGUF file of the GPT-2 folder `dir` with its matrices in `to` (f32, f16, q8_0, q4_0,
 /// q4_1; see the module table).
 pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, Gpt2Error> {
-    if !matches!(to, QType::F32 | QType::F16 | QType::Q8_0 | QType::Q4_0 | QType::Q4_1) {
+    if !matches!(
+        to,
+        QType::F32 | QType::F16 | QType::Q8_0 | QType::Q4_0 | QType::Q4_1
+    ) {
         return Err(bad(format!(
             "GGUF export writes f32, f16, q8_0, q4_0 or q4_1, not {}",
             to.name()
@@ -114,13 +130,25 @@ pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, Gpt2Error> {
     let wte = weights.take_f32(&format!("{p}wte.weight"), &[vocab, d])?;
     add(&mut w, "token_embd.weight", &[vocab, d], &wte, outer)?;
     let wpe = weights.take_f32(&format!("{p}wpe.weight"), &[c.n_positions, d])?;
-    add(&mut w, "position_embd.weight", &[c.n_positions, d], &wpe, QType::F32)?;
+    add(
+        &mut w,
+        "position_embd.weight",
+        &[c.n_positions, d],
+        &wpe,
+        QType::F32,
+    )?;
     for i in 0..c.n_layer {
         let b = format!("{p}h.{i}");
         for (hf, gguf) in [("ln_1", "attn_norm"), ("ln_2", "ffn_norm")] {
             for part in ["weight", "bias"] {
                 let v = weights.take_f32(&format!("{b}.{hf}.{part}"), &[d])?;
-                add(&mut w, &format!("blk.{i}.{gguf}.{part}"), &[d], &v, QType::F32)?;
+                add(
+                    &mut w,
+                    &format!("blk.{i}.{gguf}.{part}"),
+                    &[d],
+                    &v,
+                    QType::F32,
+                )?;
             }
         }
         for (hf, gguf, din, dout) in [
@@ -131,9 +159,21 @@ pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, Gpt2Error> {
         ] {
             let v = weights.take_f32(&format!("{b}.{hf}.weight"), &[din, dout])?;
             let rows = transpose(&v, din, dout);
-            add(&mut w, &format!("blk.{i}.{gguf}.weight"), &[dout, din], &rows, to)?;
+            add(
+                &mut w,
+                &format!("blk.{i}.{gguf}.weight"),
+                &[dout, din],
+                &rows,
+                to,
+            )?;
             let bias = weights.take_f32(&format!("{b}.{hf}.bias"), &[dout])?;
-            add(&mut w, &format!("blk.{i}.{gguf}.bias"), &[dout], &bias, QType::F32)?;
+            add(
+                &mut w,
+                &format!("blk.{i}.{gguf}.bias"),
+                &[dout],
+                &bias,
+                QType::F32,
+            )?;
         }
         weights.skip(&format!("{b}.attn.bias"));
         weights.skip(&format!("{b}.attn.masked_bias"));

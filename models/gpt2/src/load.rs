@@ -21,9 +21,7 @@ use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::{
-    LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError, WeightFormat,
-};
+use zoo_nn::{LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError, WeightFormat};
 
 use crate::model::{Attention, Block, Gpt2, Mlp};
 use crate::Gpt2Config;

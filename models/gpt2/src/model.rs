@@ -171,7 +171,7 @@ impl<B: Backend> Gpt2<B> {
             .iter()
             .map(|block| {
                 let heads = block.attn.n_head;
-                let d = block.attn.c_proj.weight.dims()[0];
+                let d = block.attn.c_proj.d_out();
                 KvCache::new(batch, heads, capacity, d / heads, &device)
             })
             .collect();

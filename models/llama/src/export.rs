@@ -23,19 +23,41 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::load::{read_config, LlamaError};
 
 /// The GGUF types `--to` takes.
-pub const EXPORT_TYPES: [QType; 5] = [QType::F32, QType::F16, QType::Q8_0, QType::Q4_0, QType::Q4_1];
+pub const EXPORT_TYPES: [QType; 5] = [
+    QType::F32,
+    QType::F16,
+    QType::Q8_0,
+    QType::Q4_0,
+    QType::Q4_1,
+];
 
 fn bad(reason: String) -> LlamaError {
     LlamaError::Export(reason)
 }
 
 /// A tensor in GGUF form: `values` (row-major `[rows, cols]`) in `qtype`.
-fn tensor(name: &str, rows: usize, cols: usize, values: &[f32], qtype: QType) -> Result<TensorOut, LlamaError> {
-    let m = QMatrix::quantize(qtype, rows, cols, values)
-        .map_err(|e| bad(format!("{name}: {e}")))?;
+fn tensor(
+    name: &str,
+    rows: usize,
+    cols: usize,
+    values: &[f32],
+    qtype: QType,
+) -> Result<TensorOut, LlamaError> {
+    // Rows that are not whole blocks fall back to f16, as llama.cpp's quantizer does.
+    let qtype = if qtype.row_bytes(cols).is_none() {
+        QType::F16
+    } else {
+        qtype
+    };
+    let m =
+        QMatrix::quantize(qtype, rows, cols, values).map_err(|e| bad(format!("{name}: {e}")))?;
     let dtype = GgmlType::from_id(qtype.ggml_id())
         .ok_or_else(|| bad(format!("{name}: {} has no GGUF type", qtype.name())))?;
-    let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
+    let shape = if rows == 1 {
+        vec![cols]
+    } else {
+        vec![rows, cols]
+    };
     Ok(TensorOut {
         name: name.to_string(),
         shape,
@@ -94,10 +116,20 @@ pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, LlamaError> {
     })?;
     let mut w = GgufWriter::new();
     metadata(&mut w, &config, dir, to);
-    let (d, vocab, inner) = (config.hidden_size, config.vocab_size, config.intermediate_size);
-    let (h, kv, hd) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
+    let (d, vocab, inner) = (
+        config.hidden_size,
+        config.vocab_size,
+        config.intermediate_size,
+    );
+    let (h, kv, hd) = (
+        config.num_attention_heads,
+        config.kv_heads(),
+        config.head_dim(),
+    );
     if config.attention_bias || config.mlp_bias {
-        return Err(bad("biases on the projections are not written to GGUF yet".into()));
+        return Err(bad(
+            "biases on the projections are not written to GGUF yet".into()
+        ));
     }
     let p = if weights.contains("model.embed_tokens.weight") {
         "model."
@@ -119,7 +151,10 @@ pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, LlamaError> {
                 Some(n) => permute(&values, rows, cols, n),
                 None => values,
             };
-            add(&mut w, tensor(&format!("blk.{i}.{gguf}.weight"), rows, cols, &values, to)?)?;
+            add(
+                &mut w,
+                tensor(&format!("blk.{i}.{gguf}.weight"), rows, cols, &values, to)?,
+            )?;
             Ok::<(), LlamaError>(())
         };
         mat("self_attn.q_proj", "attn_q", h * hd, d, Some(h))?;
@@ -134,13 +169,23 @@ pub fn to_gguf(dir: &Path, to: QType) -> Result<GgufWriter, LlamaError> {
             ("post_attention_layernorm", "ffn_norm"),
         ] {
             let v = weights.take_f32(&format!("{l}.{hf}.weight"), &[d])?;
-            add(&mut w, tensor(&format!("blk.{i}.{gguf}.weight"), 1, d, &v, QType::F32)?)?;
+            add(
+                &mut w,
+                tensor(&format!("blk.{i}.{gguf}.weight"), 1, d, &v, QType::F32)?,
+            )?;
         }
     }
     let norm = weights.take_f32(&format!("{p}norm.weight"), &[d])?;
-    add(&mut w, tensor("output_norm.weight", 1, d, &norm, QType::F32)?)?;
+    add(
+        &mut w,
+        tensor("output_norm.weight", 1, d, &norm, QType::F32)?,
+    )?;
     if config.tie_word_embeddings {
-        weights.take_tied("lm_head.weight", &format!("{p}embed_tokens.weight"), &[vocab, d])?;
+        weights.take_tied(
+            "lm_head.weight",
+            &format!("{p}embed_tokens.weight"),
+            &[vocab, d],
+        )?;
     } else {
         let head = weights.take_f32("lm_head.weight", &[vocab, d])?;
         add(&mut w, tensor("output.weight", vocab, d, &head, outer)?)?;

@@ -423,7 +423,7 @@ fn unpermute(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
 /// [`unpermute`] on a matrix kept in a stored format: whole rows move, bytes unchanged.
 fn unpermute_rows(m: &QMatrix, heads: usize) -> Result<QMatrix, String> {
     let rows = m.rows();
-    if heads == 0 || rows % (2 * heads) != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return Err(format!("{rows} rows, not a multiple of 2 × {heads} heads"));
     }
     let hd = rows / heads;

@@ -28,10 +28,10 @@ pub use chat::{render, ChatError, ChatFormat, Message, Template, TemplateFormat}
 pub use dense::{times_transposed, Dense, Embed};
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
 pub use norm::{LayerNorm, RmsNorm};
-pub use quant::{QType, WeightFormat};
 pub use pipeline::{
     Conversation, GenStats, Generated, GenerationConfig, PipelineError, TextEncoding, TextGenerator,
 };
+pub use quant::{QType, WeightFormat};
 pub use sampling::{Sampler, Sampling};
 pub use tokenizer::{TextStream, TextTokenizer, TokenizerError};
 pub use weights::{WeightError, Weights};

@@ -246,7 +246,12 @@ impl<B: Backend> PackedMatrix<B> {
     }
 
     /// The `[rows', cols]` f32 weights of `codes`/`scales`/`offsets` (all rows, or some).
-    fn unpack(&self, codes: Tensor<B, 2, Int>, scales: Tensor<B, 2>, offsets: Tensor<B, 2>) -> Tensor<B, 2> {
+    fn unpack(
+        &self,
+        codes: Tensor<B, 2, Int>,
+        scales: Tensor<B, 2>,
+        offsets: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
         let [rows, words] = codes.dims();
         let per_word = 32 / self.bits;
         let mask: B::IntElem = ((1i64 << self.bits) - 1).elem();

@@ -462,6 +462,9 @@ impl Weights {
         cols: usize,
         want: Option<QType>,
     ) -> Result<Option<QMatrix>, WeightError> {
+        // A row that is not a whole number of blocks stays f32, as llama.cpp's quantizer
+        // falls back for such tensors (e.g. an MLP width of 48 with blocks of 32).
+        let want = want.filter(|w| w.row_bytes(cols).is_some());
         if let (Some(seed), Some(q)) = (self.synthetic_seed(name), want) {
             if matches!(q, QType::Q8_0 | QType::Q4_0 | QType::Q4_1) {
                 let bytes = random_blocks(q, rows, cols, seed);
@@ -482,17 +485,19 @@ impl Weights {
                 // f16 / bf16 / f32 safetensors kept as they are, straight from the map.
                 let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = file.clone();
                 let t = mapped_type(*dtype).expect("checked");
-                Some(QMatrix::new(
-                    t,
-                    rows,
-                    cols,
-                    Storage::Shared {
-                        owner,
-                        offset: *start,
-                        len: end - start,
-                    },
+                Some(
+                    QMatrix::new(
+                        t,
+                        rows,
+                        cols,
+                        Storage::Shared {
+                            owner,
+                            offset: *start,
+                            len: end - start,
+                        },
+                    )
+                    .map_err(|e| self.quant_err(name, e))?,
                 )
-                .map_err(|e| self.quant_err(name, e))?)
             }
             _ => None,
         };
@@ -654,7 +659,7 @@ impl Weights {
             LinearLayout::OutIn => self.take_matrix(&name, d_out, d_in, format)?,
             // GPT-2's Conv1D `[in, out]`: transposed once on the host, then stored.
             LinearLayout::InOut => match format {
-                Some(f) if f != QType::F32 => {
+                Some(f) if f != QType::F32 && f.row_bytes(d_in).is_some() => {
                     let values = self.take_f32(&name, &[d_in, d_out])?;
                     let t = transpose(&values, d_in, d_out);
                     Some(

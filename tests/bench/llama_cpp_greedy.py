@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""llama.cpp's side of `zoo quantize`'s check: load a GGUF file the zoo wrote with the real
+llama.cpp (llama-cpp-python, which builds it from source) and print its greedy continuation of
+given ids as JSON, so a test can compare it with `zoo generate --ids … --greedy --json`.
+
+    python tests/bench/llama_cpp_greedy.py FILE.gguf --ids 1,2,3 --n 8
+    {"ids": [...], "n_vocab": ..., "tokens": [...]}   # tokens: llama.cpp's own tokenization of --text
+
+Pinned: llama-cpp-python==0.3.36 (install with CMAKE_ARGS="-DGGML_NATIVE=ON").
+"""
+import argparse
+import json
+
+import llama_cpp
+import numpy as np
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("gguf")
+    p.add_argument("--ids", required=True)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--text", default=None, help="also tokenize this text with llama.cpp")
+    a = p.parse_args()
+    ids = [int(x) for x in a.ids.split(",")]
+    llm = llama_cpp.Llama(a.gguf, n_ctx=len(ids) + a.n + 8, n_threads=1, n_batch=64,
+                          logits_all=False, verbose=False, seed=0)
+    llm.reset()
+    llm.eval(ids)
+    out = []
+    for _ in range(a.n):
+        # Greedy: the argmax of the last position's logits, as the zoo's --greedy.
+        logits = llm.scores[llm.n_tokens - 1]
+        nxt = int(np.argmax(logits))
+        out.append(nxt)
+        llm.eval([nxt])
+    result = {"ids": out, "n_vocab": llm.n_vocab()}
+    if a.text is not None:
+        result["tokens"] = llm.tokenize(a.text.encode(), add_bos=True, special=False)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct Q4_1 as stored, side by side in one run: `zoo bench` (flex, weights kept
+# in the file's Q4_1/Q8_0 blocks) and llama.cpp (llama-cpp-python) on the same GGUF file, the
+# same prompt ids, lengths and threads; then `zoo chat` peak RSS. Prints a markdown table with
+# ratios (zoo / llama.cpp).
+#
+#   PYTHON=/tmp/zoo-venv/bin/python tests/bench/smollm2_vs_llama_cpp.sh [ZOO] [RUNS]
+#
+# PYTHON must have llama-cpp-python==0.3.36 (CMAKE_ARGS="-DGGML_NATIVE=ON" pip install …).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ZOO=${1:-target/release/zoo}
+RUNS=${2:-5}
+PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-2}
+GGUF=$("$ZOO" fetch smollm2-135m-instruct --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["path"])')
+export RAYON_NUM_THREADS=$THREADS
+for round in 1 2; do
+  "$ZOO" bench "$GGUF" --backend flex --prompt-len 128 --gen-len 64 --runs "$RUNS" --json > /tmp/zoo-bench.$round.json
+  "$PYTHON" tests/bench/llama_cpp_bench.py "$GGUF" --threads "$THREADS" --prompt-len 128 --gen-len 64 --runs "$RUNS" > /tmp/cpp-bench.$round.json
+done
+/usr/bin/time -v "$ZOO" chat smollm2-135m-instruct --backend flex --message "What is the capital of France?" --max-new-tokens 32 --json > /tmp/zoo-chat.json 2> /tmp/zoo-chat.time
+"$PYTHON" - "$RUNS" <<'PY'
+import json, re, sys
+rows = []
+for r in (1, 2):
+    z = json.load(open(f"/tmp/zoo-bench.{r}.json")); c = json.load(open(f"/tmp/cpp-bench.{r}.json"))
+    rows.append((z, c))
+chat_rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open("/tmp/zoo-chat.time").read()).group(1)) * 1024
+print(f"| round | measure | zoo (flex) | {rows[0][1]['engine']} | ratio |")
+print("| --- | --- | ---: | ---: | ---: |")
+for i, (z, c) in enumerate(rows, 1):
+    for key, name in (("prefill_tok_s", "prefill tok/s (128)"), ("decode_tok_s", "decode tok/s (64)")):
+        a, b = z[key]["median"], c[key]["median"]
+        print(f"| {i} | {name} | {a:.1f} ({z[key]['min']:.1f}–{z[key]['max']:.1f}) | {b:.1f} ({c[key]['min']:.1f}–{c[key]['max']:.1f}) | {a / b:.2f}× |")
+    print(f"| {i} | peak RSS (bench) | {z['peak_rss_bytes'] / 1e6:.0f} MB | {c['peak_rss_bytes'] / 1e6:.0f} MB | {z['peak_rss_bytes'] / c['peak_rss_bytes']:.2f}× |")
+print(f"| | peak RSS of `zoo chat` | {chat_rss / 1e6:.0f} MB | | |")
+PY
