@@ -50,7 +50,14 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
     let path = model.path.display().to_string();
     Ok(match model.family {
         Family::Gpt2 => {
-            let c = gpt2::load::read_config(&model.path)?;
+            let c = if model.path.is_file() {
+                let file = crate::gguf::GgufFile::open(&model.path)
+                    .map_err(|e| Error::Input(format!("{path}: {e}")))?;
+                gpt2::load::config_from_gguf(&file)
+                    .map_err(|e| Error::Input(format!("{path}: {e}")))?
+            } else {
+                gpt2::load::read_config(&model.path)?
+            };
             entry(
                 id,
                 Architecture::Gpt2,

@@ -80,8 +80,24 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
+        // The family is the file's `general.architecture`.
+        let file = zoo_gguf::GgufFile::open(path).map_err(|e| ResolveError::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let arch = file.architecture().unwrap_or("").to_string();
+        let family = match arch.as_str() {
+            "llama" => Family::Llama,
+            "gpt2" => Family::Gpt2,
+            _ => {
+                return Err(ResolveError::Unsupported {
+                    path: path.to_path_buf(),
+                    model_type: arch,
+                })
+            }
+        };
         return Ok(ModelRef {
-            family: Family::Llama,
+            family,
             path: path.to_path_buf(),
         });
     }

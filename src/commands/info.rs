@@ -204,19 +204,24 @@ fn pick(config: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
 /// checkpoint's tensors (buffers excluded).
 fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
     if model.path.is_file() {
+        // A GGUF file: its family from general.architecture, its shape from the metadata.
         let file = burn_zoo::gguf::GgufFile::open(&model.path)?;
-        let config = burn_zoo::llama::config_from_gguf(&file).map_err(anyhow::Error::msg)?;
         let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+        let entry = burn_zoo::describe::catalog_entry(model, &model.path.display().to_string())?;
+        let c = &entry.config;
         return Ok(json!({
             "path": model.path,
-            "family": "llama (GGUF)",
-            "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size,
-            "heads": config.num_attention_heads,
-            "kv_heads": config.kv_heads(),
-            "vocab": config.vocab_size,
-            "context": config.context_length(),
+            "family": model.family.name(),
+            "format": "gguf",
+            "types": c.dtype,
+            "layers": c.layers,
+            "hidden": c.hidden_size,
+            "heads": c.heads,
+            "kv_heads": c.kv_heads,
+            "vocab": c.vocab_size,
+            "context": entry.context_length,
             "parameters": params,
+            "file_bytes": std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0),
         }));
     }
     let text =

@@ -19,6 +19,13 @@ import llama_cpp
 import numpy as np
 
 
+def last_logits(llm):
+    """The logits of the last evaluated position, read from llama.cpp's context (the Python
+    wrapper's `scores` are not filled without logits_all)."""
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("gguf")
@@ -36,12 +43,12 @@ def main():
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
-        logits = llm.scores[llm.n_tokens - 1]
+        logits = last_logits(llm)
         nxt = int(np.argmax(logits))
         t1 = time.perf_counter()
         for _ in range(a.gen_len - 1):
             llm.eval([nxt])
-            logits = llm.scores[llm.n_tokens - 1]
+            logits = last_logits(llm)
             nxt = int(np.argmax(logits))
         t2 = time.perf_counter()
         return a.prompt_len / (t1 - t0), (a.gen_len - 1) / (t2 - t1)

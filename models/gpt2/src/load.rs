@@ -15,11 +15,15 @@
 //! | `lm_head.weight` `[vocab, d]` | `lm_head` or checked equal to `wte` | `nn.Linear`: `[out, in]` |
 //! | `h.{i}.attn.bias`, `h.{i}.attn.masked_bias` | — | causal-mask buffers of old checkpoints: skipped |
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
+use zoo_gguf::GgufFile;
+use zoo_nn::quant::{QMatrix, QType, Storage};
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
 use zoo_nn::{LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError, WeightFormat};
 
@@ -63,6 +67,13 @@ pub fn open_with<B: Backend>(
     device: &B::Device,
     format: WeightFormat,
 ) -> Result<Gpt2Generator<B>, Gpt2Error> {
+    if dir.is_file()
+        && dir
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return open_gguf(dir, device, format);
+    }
     let (config, model) = load_with(dir, device, format)?;
     let tokenizer = TextTokenizer::from_dir(dir)?;
     Ok(TextGenerator::new(
@@ -216,4 +227,140 @@ pub fn from_weights<B: Backend>(
         lm_head,
         n_positions: config.n_positions,
     })
+}
+
+/// The GPT-2 config a GGUF file's `gpt2.*` metadata describes.
+pub fn config_from_gguf(file: &GgufFile) -> Result<Gpt2Config, String> {
+    let arch = file.architecture().map_err(|e| e.to_string())?;
+    if arch != "gpt2" {
+        return Err(format!("general.architecture is `{arch}`, not `gpt2`"));
+    }
+    let req = |s: &str| {
+        file.get_u64(&format!("gpt2.{s}"))
+            .map(|v| v as usize)
+            .map_err(|e| e.to_string())
+    };
+    let d = req("embedding_length")?;
+    let vocab = file
+        .tensor_info("token_embd.weight")
+        .map_err(|e| e.to_string())?
+        .shape()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let eps = file
+        .get_f64("gpt2.attention.layer_norm_epsilon")
+        .map(|e| (e as f32).to_string().parse().unwrap_or(e))
+        .unwrap_or(1e-5);
+    let config = Gpt2Config {
+        vocab_size: vocab,
+        n_positions: req("context_length")?,
+        n_embd: d,
+        n_layer: req("block_count")?,
+        n_head: req("attention.head_count")?,
+        n_inner: Some(req("feed_forward_length")?),
+        layer_norm_epsilon: eps,
+        tie_word_embeddings: file.tensor_info("output.weight").is_err(),
+        bos_token_id: file.bos_token_id(),
+        eos_token_id: file.eos_token_id(),
+        ..Gpt2Config::default()
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// GGUF tensor names (llama.cpp's `gpt2`) to the checkpoint's names.
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("wte.weight"),
+        "position_embd.weight" => Some("wpe.weight"),
+        "output_norm.weight" => Some("ln_f.weight"),
+        "output_norm.bias" => Some("ln_f.bias"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(n) = fixed {
+        return Some(n.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (i, rest) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    let (part, suffix) = rest.split_once('.')?;
+    let hf = match part {
+        "attn_norm" => "ln_1",
+        "attn_qkv" => "attn.c_attn",
+        "attn_output" => "attn.c_proj",
+        "ffn_norm" => "ln_2",
+        "ffn_up" => "mlp.c_fc",
+        "ffn_down" => "mlp.c_proj",
+        _ => return None,
+    };
+    Some(format!("h.{i}.{hf}.{suffix}"))
+}
+
+/// Opens a GGUF GPT-2 file (llama.cpp's `gpt2` architecture, as `zoo quantize` writes it) with
+/// its tokenizer, its matrices kept as the file stores them (or in `format`).
+pub fn open_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<Gpt2Generator<B>, Gpt2Error> {
+    let gguf_err = |e: zoo_gguf::GgufError| Gpt2Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let file = GgufFile::open(path).map_err(gguf_err)?;
+    let config = config_from_gguf(&file).map_err(|reason| Gpt2Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let mut stored = BTreeMap::new();
+    let mut tensors = BTreeMap::new();
+    for info in file.tensors() {
+        let name = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
+        let shape = info.shape();
+        let qtype = QType::from_ggml_id(info.dtype.id());
+        let table = name.ends_with("wte.weight") || name.ends_with("wpe.weight");
+        match (qtype, shape.len()) {
+            // Matrices kept as the file stores them, rows = outputs (llama.cpp's layout).
+            (Some(q), 2) if !(table && q == QType::F32) => {
+                let (owner, offset, len) = file.shared_tensor(&info.name).map_err(gguf_err)?;
+                let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
+                let m = QMatrix::new(
+                    q,
+                    shape[0],
+                    shape[1],
+                    Storage::Shared { owner, offset, len },
+                )
+                .map_err(|e| Gpt2Error::Config {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{}`: {e}", info.name),
+                })?;
+                stored.insert(name, m);
+            }
+            _ => {
+                let (shape, data) = file.tensor_f32(&info.name).map_err(gguf_err)?;
+                tensors.insert(name, (shape, data));
+            }
+        }
+    }
+    let mut weights = Weights::from_stored(&path.display().to_string(), stored, tensors);
+    weights.set_format(format);
+    let model = from_weights(&config, &mut weights, device)?;
+    weights.finish(|_| false)?;
+    let tokenizer = if file.get("tokenizer.ggml.model").is_some() {
+        Some(TextTokenizer::new(
+            file.tokenizer().map_err(gguf_err)?.tokenizer,
+        ))
+    } else {
+        None
+    };
+    Ok(TextGenerator::new(
+        model,
+        path,
+        tokenizer,
+        TextEncoding::Tokenizer,
+        None,
+        config.eos_token_id.into_iter().collect(),
+    ))
 }

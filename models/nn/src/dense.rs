@@ -54,10 +54,25 @@ impl<B: Backend> Dense<B> {
     /// A layer whose `[out, in]` weight stays in its stored format: on the host for the CPU
     /// backends, packed on the device where the format allows, else widened to f32.
     pub fn stored(weight: QMatrix, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
+        Self::stored_with(weight, bias, false, device)
+    }
+
+    /// [`Dense::stored`]; with `int8_activations` the host products quantize the activations
+    /// per block as llama.cpp does (see [`crate::quant::WeightFormat`]).
+    pub fn stored_with(
+        weight: QMatrix,
+        bias: Option<Tensor<B, 1>>,
+        int8_activations: bool,
+        device: &B::Device,
+    ) -> Self {
         let dims = [weight.rows(), weight.cols()];
         let placeholder = || Param::from_tensor(Tensor::zeros([1, 1], device));
         let (weight_param, host, packed) = if runs_on_host::<B>(device) {
-            (placeholder(), Some(HostMatrix(Arc::new(weight))), None)
+            (
+                placeholder(),
+                Some(HostMatrix(Arc::new(weight), int8_activations)),
+                None,
+            )
         } else if let Some(packed) = PackedMatrix::new(&weight, device) {
             (placeholder(), None, Some(packed))
         } else {
@@ -158,7 +173,12 @@ impl<B: Backend> Embed<B> {
 
     /// A table kept in its stored format (see [`Dense::stored`]).
     pub fn stored(table: QMatrix, device: &B::Device) -> Self {
-        let d = Dense::stored(table, None, device);
+        Self::stored_with(table, false, device)
+    }
+
+    /// [`Embed::stored`], its tied-head products with int8 activations or exact.
+    pub fn stored_with(table: QMatrix, int8_activations: bool, device: &B::Device) -> Self {
+        let d = Dense::stored_with(table, None, int8_activations, device);
         Self {
             weight: d.weight,
             host: d.host,

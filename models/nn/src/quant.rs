@@ -42,6 +42,11 @@ pub struct WeightFormat {
     pub embeddings: Option<QType>,
     /// An untied LM head.
     pub head: Option<QType>,
+    /// On the CPU backends, quantize the activations to 8 bits per block before each product
+    /// with a block-format matrix, as llama.cpp does (faster prefill, llama.cpp's exact
+    /// numbers); by default the product is the exact `x · Wᵀ` of the stored weights, as on the
+    /// GPU backends.
+    pub int8_activations: bool,
 }
 
 impl WeightFormat {
@@ -50,6 +55,7 @@ impl WeightFormat {
         matrices: None,
         embeddings: None,
         head: None,
+        int8_activations: false,
     };
 
     /// Every matrix in one element type (`--dtype f32|f16|bf16`).
@@ -58,6 +64,7 @@ impl WeightFormat {
             matrices: Some(t),
             embeddings: Some(t),
             head: Some(t),
+            int8_activations: false,
         }
     }
 
@@ -69,27 +76,34 @@ impl WeightFormat {
             matrices: Some(t),
             embeddings: Some(QType::Q8_0),
             head: Some(QType::Q8_0),
+            int8_activations: false,
         }
     }
 
     /// A short description (`as stored`, `q4_0 (embeddings q8_0, head q8_0)`).
     pub fn describe(&self) -> String {
         let name = |t: Option<QType>| t.map_or("as stored", QType::name);
-        if self.matrices == self.embeddings && self.embeddings == self.head {
-            return name(self.matrices).to_string();
+        let mut out = if self.matrices == self.embeddings && self.embeddings == self.head {
+            name(self.matrices).to_string()
+        } else {
+            format!(
+                "{} (embeddings {}, head {})",
+                name(self.matrices),
+                name(self.embeddings),
+                name(self.head)
+            )
+        };
+        if self.int8_activations {
+            out += ", int8 activations";
         }
-        format!(
-            "{} (embeddings {}, head {})",
-            name(self.matrices),
-            name(self.embeddings),
-            name(self.head)
-        )
+        out
     }
 }
 
-/// A matrix kept on the host in a stored format (shared, cheap to clone).
+/// A matrix kept on the host in a stored format (shared, cheap to clone), and whether its
+/// products quantize the activations to 8 bits (llama.cpp's arithmetic) or are exact.
 #[derive(Clone)]
-pub struct HostMatrix(pub Arc<QMatrix>);
+pub struct HostMatrix(pub Arc<QMatrix>, pub bool);
 
 impl std::fmt::Debug for HostMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +133,11 @@ impl HostMatrix {
             .into_vec()
             .expect("f32 activations");
         let mut y = vec![0f32; n * m.rows()];
-        m.matmul(&input, n, &mut y);
+        if self.1 {
+            m.matmul(&input, n, &mut y);
+        } else {
+            m.matmul_exact(&input, n, &mut y);
+        }
         let mut out = dims;
         out[D - 1] = m.rows();
         Tensor::from_data(TensorData::new(y, out), &device)

@@ -655,6 +655,13 @@ impl Weights {
         device: &B::Device,
     ) -> Result<crate::Dense<B>, WeightError> {
         let name = format!("{prefix}.weight");
+        // A matrix kept in a stored format is always `[out, in]` (ggml's rows), whatever the
+        // checkpoint family's own layout.
+        let layout = if matches!(self.entries.get(&name), Some(Entry::Stored(_))) {
+            LinearLayout::OutIn
+        } else {
+            layout
+        };
         let stored = match layout {
             LinearLayout::OutIn => self.take_matrix(&name, d_out, d_in, format)?,
             // GPT-2's Conv1D `[in, out]`: transposed once on the host, then stored.
@@ -676,7 +683,12 @@ impl Weights {
             None
         };
         match stored {
-            Some(m) if m.qtype() != QType::F32 => Ok(crate::Dense::stored(m, bias, device)),
+            Some(m) if m.qtype() != QType::F32 => Ok(crate::Dense::stored_with(
+                m,
+                bias,
+                self.format.int8_activations,
+                device,
+            )),
             Some(m) => Ok(crate::Dense::new(
                 Tensor::from_data(TensorData::new(m.dequantize(), [d_out, d_in]), device),
                 bias,
@@ -702,7 +714,11 @@ impl Weights {
     ) -> Result<crate::Embed<B>, WeightError> {
         let format = self.format.embeddings;
         match self.take_matrix(name, vocab, d, format)? {
-            Some(m) if m.qtype() != QType::F32 => Ok(crate::Embed::stored(m, device)),
+            Some(m) if m.qtype() != QType::F32 => Ok(crate::Embed::stored_with(
+                m,
+                self.format.int8_activations,
+                device,
+            )),
             Some(m) => Ok(crate::Embed::new(Tensor::from_data(
                 TensorData::new(m.dequantize(), [vocab, d]),
                 device,

@@ -1,18 +1,22 @@
 //! `y = x · Wᵀ` per format and kernel set, on SmolLM2-135M shapes (576×1536, 1536×576) and the
-//! LLaMA-7B square (4096×4096); n = 1 (decode, reported as GB/s of weights read) and n = 128
-//! (prefill, reported as FLOP/s: 2·rows·cols·n per product). Also measures the machine's memory
-//! read bandwidth (a 1 GiB read-sum) so that GB/s can be stated as a fraction of it.
+//! LLaMA-7B square (4096×4096), for both products: `matmul` (activations quantised to 8 bits,
+//! llama.cpp's arithmetic) and `matmul_exact` (f32 activations). n = 1 (decode) is reported as
+//! µs and GB/s of weights read; n = 128 (prefill) as GFLOP/s (2·rows·cols·n per product). Also
+//! measures the machine's memory read bandwidth (a 1 GiB read-sum) so that GB/s can be stated as
+//! a fraction of it.
 //!
 //! In the table, n = 1 products stream their weights from memory (copies of the matrix totalling
 //! ≥ 64 MiB, twice the L3, are used in turn; `ZOO_QUANT_BENCH_WARM=1` reuses one matrix instead).
 //!
 //! `cargo bench -p zoo-quant --bench matmul` runs it under criterion (filter as usual, e.g.
-//! `-- q4_0/4096`). With `ZOO_QUANT_BENCH_TABLE=1` it prints one markdown table instead (median
-//! of repeated runs; quicker); `ZOO_QUANT_BENCH_FORMATS=q4_0,q8_0` and
+//! `-- q4_0/4096`, `-- exact`). With `ZOO_QUANT_BENCH_TABLE=1` it prints one markdown table
+//! instead (median of repeated runs; quicker); `ZOO_QUANT_BENCH_FORMATS=q4_0,q8_0`,
 //! `ZOO_QUANT_BENCH_SETS=avx2,avx512` and `ZOO_QUANT_BENCH_SHAPES=576x1536,4096x4096` restrict
-//! either mode; `ZOO_QUANT_BENCH_STAT=min` reports the
-//! fastest run instead of the median. `ZOO_QUANT_BENCH_TABLE=decode` times the matrix products of
-//! a SmolLM2-135M decode step instead.
+//! either mode; `ZOO_QUANT_BENCH_THREADS=1,2` runs the table on pools of those sizes (default:
+//! rayon's global pool); `ZOO_QUANT_BENCH_N=16` measures another n than 128 in the prefill
+//! columns; `ZOO_QUANT_BENCH_STAT=min` reports the fastest run instead of the median.
+//! `ZOO_QUANT_BENCH_TABLE=decode` times the matrix products of a SmolLM2-135M decode step
+//! instead (both products, per thread count).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -130,21 +134,59 @@ fn median(budget: Duration, mut f: impl FnMut()) -> Duration {
     }
 }
 
+/// Which product a measurement runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Product {
+    /// `matmul`: activations quantised to 8 bits.
+    Q8,
+    /// `matmul_exact`: f32 activations.
+    Exact,
+}
+
+fn product(p: Product, m: &QMatrix, set: KernelSet, x: &[f32], n: usize, y: &mut [f32]) {
+    match p {
+        Product::Q8 => m.matmul_with(set, x, n, y),
+        Product::Exact => m.matmul_exact_with(set, x, n, y),
+    }
+}
+
 /// Time per product of `n = 1` with weights streamed from memory: enough copies of the matrix
 /// to exceed the last-level cache twice over are used in turn (one copy would stay in L3 and
 /// measure the cache, not the memory).
-fn cold_gemv(t: QType, rows: usize, cols: usize, set: KernelSet) -> Duration {
-    let bytes = t.row_bytes(cols).unwrap() * rows;
-    let copies = (64usize << 20).div_ceil(bytes).max(2);
-    let m = matrix(t, rows, cols);
-    let ms: Vec<QMatrix> = (0..copies).map(|_| m.clone()).collect();
+fn cold_gemv(ms: &[QMatrix], p: Product, set: KernelSet) -> Duration {
+    let (rows, cols) = (ms[0].rows(), ms[0].cols());
     let x = values(cols, 5);
     let mut y = vec![0f32; rows];
     median(Duration::from_millis(600), || {
-        for m in &ms {
-            m.matmul_with(set, black_box(&x), 1, &mut y);
+        for m in ms {
+            product(p, m, set, black_box(&x), 1, &mut y);
         }
-    }) / copies as u32
+    }) / ms.len() as u32
+}
+
+/// The pools to run the table on: `ZOO_QUANT_BENCH_THREADS=1,2`, else rayon's global pool.
+fn pools() -> Vec<(usize, Option<rayon::ThreadPool>)> {
+    match std::env::var("ZOO_QUANT_BENCH_THREADS") {
+        Ok(s) => s
+            .split(',')
+            .filter_map(|t| t.trim().parse::<usize>().ok())
+            .map(|t| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .expect("a thread pool");
+                (t, Some(pool))
+            })
+            .collect(),
+        Err(_) => vec![(rayon::current_num_threads(), None)],
+    }
+}
+
+fn in_pool<R: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
 }
 
 fn table() {
@@ -154,49 +196,80 @@ fn table() {
         rayon::current_num_threads()
     );
     println!("kernel set in use: {}\n", zoo_quant::cpu_features());
+    let big_n: usize = std::env::var("ZOO_QUANT_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(128);
     println!(
-        "| format | rows×cols | kernels | n=1 µs | n=1 GB/s | % of bw | n=128 ms | n=128 GFLOP/s |"
+        "| format | rows×cols | threads | kernels | n=1 µs matmul | n=1 µs exact | n=1 GB/s matmul | n=1 GB/s exact | n={big_n} GFLOP/s matmul | n={big_n} GFLOP/s exact |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    // `ZOO_QUANT_BENCH_ONLY=1` or `=128` runs just one of the two (for profiling);
+    // `ZOO_QUANT_BENCH_PRODUCTS=exact` (or `q8`) just one product.
+    let only = std::env::var("ZOO_QUANT_BENCH_ONLY").unwrap_or_default();
+    let products: Vec<Product> = match std::env::var("ZOO_QUANT_BENCH_PRODUCTS").as_deref() {
+        Ok("exact") => vec![Product::Exact],
+        Ok("q8") => vec![Product::Q8],
+        _ => vec![Product::Q8, Product::Exact],
+    };
+    let pools = pools();
     for t in formats() {
         for (rows, cols) in shapes() {
             if t.row_bytes(cols).is_none() {
-                println!("| {t} | {rows}×{cols} | – | {cols} columns are not whole blocks |||||");
+                println!(
+                    "| {t} | {rows}×{cols} | – | – | {cols} columns are not whole blocks |||||||"
+                );
                 continue;
             }
             let m = matrix(t, rows, cols);
-            let x1 = values(cols, 5);
-            let xn = values(128 * cols, 6);
-            let mut y1 = vec![0f32; rows];
-            let mut yn = vec![0f32; 128 * rows];
-            // `ZOO_QUANT_BENCH_ONLY=1` or `=128` runs just one of the two (for profiling).
-            let only = std::env::var("ZOO_QUANT_BENCH_ONLY").unwrap_or_default();
-            for set in sets() {
-                let d1 = if only == "128" {
-                    Duration::from_secs(1)
-                } else if std::env::var_os("ZOO_QUANT_BENCH_WARM").is_some() {
-                    median(Duration::from_millis(300), || {
-                        m.matmul_with(set, black_box(&x1), 1, &mut y1)
-                    })
-                } else {
-                    cold_gemv(t, rows, cols, set)
-                };
-                let dn = if only == "1" {
-                    Duration::from_secs(1)
-                } else {
-                    median(Duration::from_millis(600), || {
-                        m.matmul_with(set, black_box(&xn), 128, &mut yn)
-                    })
-                };
-                let gbs = m.bytes().len() as f64 / d1.as_secs_f64() / 1e9;
-                let flops = 2.0 * (rows * cols * 128) as f64 / dn.as_secs_f64() / 1e9;
-                println!(
-                    "| {t} | {rows}×{cols} | {} | {:.1} | {gbs:.1} | {:.0} | {:.2} | {flops:.0} |",
-                    set.features(),
-                    d1.as_secs_f64() * 1e6,
-                    100.0 * gbs / bwn,
-                    dn.as_secs_f64() * 1e3,
-                );
+            let copies = if std::env::var_os("ZOO_QUANT_BENCH_WARM").is_some() {
+                1
+            } else {
+                (64usize << 20).div_ceil(m.bytes().len()).max(2)
+            };
+            let ms: Vec<QMatrix> = (0..copies).map(|_| m.clone()).collect();
+            let xn = values(big_n * cols, 6);
+            let mut yn = vec![0f32; big_n * rows];
+            for (threads, pool) in &pools {
+                for set in sets() {
+                    let mut cells = [f64::NAN; 6];
+                    for (i, &p) in [Product::Q8, Product::Exact].iter().enumerate() {
+                        if !products.contains(&p) {
+                            continue;
+                        }
+                        if only != "128" {
+                            let d1 = in_pool(pool, || cold_gemv(&ms, p, set));
+                            cells[i] = d1.as_secs_f64() * 1e6;
+                            cells[2 + i] = m.bytes().len() as f64 / d1.as_secs_f64() / 1e9;
+                        }
+                        if only != "1" {
+                            let dn = in_pool(pool, || {
+                                median(Duration::from_millis(600), || {
+                                    product(p, &m, set, black_box(&xn), big_n, &mut yn)
+                                })
+                            });
+                            cells[4 + i] =
+                                2.0 * (rows * cols * big_n) as f64 / dn.as_secs_f64() / 1e9;
+                        }
+                    }
+                    let f = |v: f64, prec: usize| {
+                        if v.is_nan() {
+                            "–".to_string()
+                        } else {
+                            format!("{v:.prec$}")
+                        }
+                    };
+                    println!(
+                        "| {t} | {rows}×{cols} | {threads} | {} | {} | {} | {} | {} | {} | {} |",
+                        set.features(),
+                        f(cells[0], 1),
+                        f(cells[1], 1),
+                        f(cells[2], 1),
+                        f(cells[3], 1),
+                        f(cells[4], 0),
+                        f(cells[5], 0),
+                    );
+                }
             }
         }
     }
@@ -217,24 +290,26 @@ fn bench(c: &mut Criterion) {
             let xn = values(128 * cols, 6);
             let mut y1 = vec![0f32; rows];
             let mut yn = vec![0f32; 128 * rows];
-            let mut g = c.benchmark_group(format!("{t}/{rows}x{cols}/n1"));
-            g.throughput(Throughput::Bytes(m.bytes().len() as u64));
-            for set in sets() {
-                g.bench_with_input(BenchmarkId::from_parameter(set.name()), &set, |b, &set| {
-                    b.iter(|| m.matmul_with(set, black_box(&x1), 1, &mut y1))
-                });
+            for (p, name) in [(Product::Q8, "matmul"), (Product::Exact, "exact")] {
+                let mut g = c.benchmark_group(format!("{t}/{rows}x{cols}/n1/{name}"));
+                g.throughput(Throughput::Bytes(m.bytes().len() as u64));
+                for set in sets() {
+                    g.bench_with_input(BenchmarkId::from_parameter(set.name()), &set, |b, &set| {
+                        b.iter(|| product(p, &m, set, black_box(&x1), 1, &mut y1))
+                    });
+                }
+                g.finish();
+                let mut g = c.benchmark_group(format!("{t}/{rows}x{cols}/n128/{name}"));
+                // "elements" here are floating-point operations: 2·rows·cols·n.
+                g.throughput(Throughput::Elements(2 * (rows * cols * 128) as u64));
+                g.sample_size(10);
+                for set in sets() {
+                    g.bench_with_input(BenchmarkId::from_parameter(set.name()), &set, |b, &set| {
+                        b.iter(|| product(p, &m, set, black_box(&xn), 128, &mut yn))
+                    });
+                }
+                g.finish();
             }
-            g.finish();
-            let mut g = c.benchmark_group(format!("{t}/{rows}x{cols}/n128"));
-            // "elements" here are floating-point operations: 2·rows·cols·n.
-            g.throughput(Throughput::Elements(2 * (rows * cols * 128) as u64));
-            g.sample_size(10);
-            for set in sets() {
-                g.bench_with_input(BenchmarkId::from_parameter(set.name()), &set, |b, &set| {
-                    b.iter(|| m.matmul_with(set, black_box(&xn), 128, &mut yn))
-                });
-            }
-            g.finish();
         }
     }
 }
@@ -272,29 +347,33 @@ fn decode() {
     let x1536 = values(1536, 2);
     let mut y = vec![0f32; 49152];
     println!(
-        "SmolLM2-135M decode step, matrix products only: {} products, {:.1} MB of weights, {} threads",
+        "SmolLM2-135M decode step, matrix products only: {} products, {:.1} MB of weights",
         layers * shapes.len() + 1,
         bytes as f64 / 1e6,
-        rayon::current_num_threads()
     );
-    for set in sets() {
-        let step = || {
-            for layer in &weights {
-                for m in layer {
-                    let x = if m.cols() == 576 { &x576 } else { &x1536 };
-                    m.matmul_with(set, black_box(x), 1, &mut y[..m.rows()]);
-                }
+    for (threads, pool) in pools() {
+        for set in sets() {
+            for (p, name) in [(Product::Q8, "matmul"), (Product::Exact, "matmul_exact")] {
+                let mut step = || {
+                    for layer in &weights {
+                        for m in layer {
+                            let x = if m.cols() == 576 { &x576 } else { &x1536 };
+                            product(p, m, set, black_box(x), 1, &mut y[..m.rows()]);
+                        }
+                    }
+                    product(p, &head, set, black_box(&x576), 1, &mut y);
+                };
+                let d = in_pool(&pool, || median(Duration::from_secs(3), &mut step));
+                println!(
+                    "  {threads} thread(s) {:<10} {:<12} {:8.0} µs/token  {:6.1} tokens/s  {:5.1} GB/s",
+                    set.features(),
+                    name,
+                    d.as_secs_f64() * 1e6,
+                    1.0 / d.as_secs_f64(),
+                    bytes as f64 / d.as_secs_f64() / 1e9
+                );
             }
-            head.matmul_with(set, black_box(&x576), 1, &mut y);
-        };
-        let d = median(Duration::from_secs(3), step);
-        println!(
-            "  {:<10} {:8.0} µs/token  {:6.1} tokens/s  {:5.1} GB/s",
-            set.features(),
-            d.as_secs_f64() * 1e6,
-            1.0 / d.as_secs_f64(),
-            bytes as f64 / d.as_secs_f64() / 1e9
-        );
+        }
     }
 }
 

@@ -2,26 +2,54 @@
 //!
 //! A [`QMatrix`] holds a `[rows, cols]` row-major weight matrix (rows = output features) in one
 //! of the ggml storage formats ([`QType`]): plain `f32`/`f16`/`bf16`, or the block-quantised
-//! `q8_0`, `q4_0`, `q4_1`, `q4_k`, `q5_k`, `q6_k`. [`QMatrix::matmul`] computes `y = x · Wᵀ`
-//! straight from the stored bytes, the way llama.cpp's ggml CPU backend does:
+//! `q8_0`, `q4_0`, `q4_1`, `q4_k`, `q5_k`, `q6_k`. Two products compute `y = x · Wᵀ` straight
+//! from the stored bytes, never materialising the weights as an f32 matrix:
 //!
-//! * `f32`, `f16`, `bf16` weights: the activations stay `f32`; weights are widened in registers.
-//! * `q8_0` and `q4_0`: each activation row is quantised to `q8_0` blocks (32 values, one scale),
-//!   and each block product is an integer dot product scaled by `d_w · d_x`.
-//! * `q4_1`: activations are quantised to `q8_1` (`q8_0` plus `s = d·Σq`), so the weight minimum
-//!   `m` enters as `m · s`.
-//! * K-quants: activations are quantised to `q8_K` (256 values, `f32` scale, sums of 16).
+//! * [`QMatrix::matmul_exact`] — **the default.** The activations stay f32 and the weights are
+//!   widened in registers to exactly the f32 values [`QMatrix::dequantize`] gives, so the result
+//!   is `x · dequantize(W)ᵀ` up to the order of the float sums: the same numbers (to f32
+//!   rounding) as multiplying the dequantised matrix, as PyTorch or a GPU backend would. A model
+//!   run with it gives the same greedy answers as the same weights dequantised.
+//! * [`QMatrix::matmul`] — **llama.cpp's arithmetic, opt-in.** For block formats each activation
+//!   row is first quantised to 8 bits per block as ggml does (`q8_0` for Q8_0/Q4_0, `q8_1` for
+//!   Q4_1, `q8_K` for the K-quants), and each block product is an integer dot product. This
+//!   reproduces llama.cpp's outputs (to float rounding), and its prefill uses 8-bit integer
+//!   dot products (`vpdpbusd`). It is not the dequantised product: the activation rounding
+//!   (about 1/254 of each block's largest value) changes logits enough to change greedy answers.
+//!   For example, SmolLM2-135M-Instruct in Q4_1 answers "What is the capital of France?"
+//!   correctly with exact products and wrongly with 8-bit activations (as llama.cpp does).
+//!   Use it to compare with llama.cpp, or where its speed matters more than those digits.
+//!   For `f32`/`f16`/`bf16` weights both are the same product (and run the same kernels).
 //!
-//! The activation quantisation is the same bit for bit in every kernel set (`portable`, `avx2`,
-//! `avx512`), and follows ggml's x86 code (`d = amax/127` stored as f16, `q = round_even(x·127/amax)`),
-//! so all kernel sets agree up to float summation order, and agree with llama.cpp to rounding.
+//! Speed (AMD Zen 4, AVX-512, 2 cores; see `benches/matmul.rs`): for one activation row
+//! (decode) both stream the weights at close to memory bandwidth once two threads share the
+//! work (the exact product does more arithmetic per weight, so on one thread it is compute
+//! bound first); for 2–4 rows the exact product is bound by f32 FMA throughput (it costs about
+//! n× one row, where 8-bit products stay memory bound); for many rows (prefill) it runs an
+//! SGEMM-style panel kernel at 90+ % of the FMA peak, as fast as or faster than the 8-bit path.
+//!
+//! How [`QMatrix::matmul_exact`] works: each format's dequantised weight is `a·q + b` for a small
+//! integer `q` and per-block f32 constants (`a·q` exact in f32), so converting `q` and one FMA
+//! (or, for 4- and 5-bit quants on AVX-512, a `vpermps` from the block's 16 or 32 possible
+//! weights) gives the exact f32 weight. Few activation rows run a streaming kernel (several
+//! weight rows at a time, software prefetch, block offsets such as Q4_1's minimum factored out
+//! as `Σ_b m_b·Σ_{i∈b} x_i`); from 16 rows (8 with AVX2) a panel kernel widens each 256-column
+//! strip of a few weight rows once into an L1-resident f32 panel and runs a register-blocked
+//! micro-kernel over all activation rows, packed transposed.
+//!
+//! For [`QMatrix::matmul`] the activation quantisation is the same bit for bit in every kernel
+//! set (`portable`, `avx2`, `avx512`), and follows ggml's x86 code (`d = amax/127` stored as
+//! f16, `q = round_even(x·127/amax)`), so all kernel sets agree up to float summation order, and
+//! agree with llama.cpp to rounding.
 //!
 //! Work is split over output rows (and activation rows when there are many) on rayon's global
 //! pool, the calling thread included. The kernel set is chosen at run time
 //! (`is_x86_feature_detected!`); the environment variable `ZOO_QUANT_KERNEL=portable|avx2|avx512`
 //! forces one (unknown or unavailable values fall back to the best available). [`cpu_features`]
-//! names the set in use. Within the AVX-512 set, Q8_0/Q4_0/Q4_1 use 512-bit instructions except on
-//! AMD Zen 4, whose 512-bit units are double-pumped 256-bit ones (`ZOO_QUANT_WIDE=1|0` overrides).
+//! names the set in use. Within the AVX-512 set, `matmul`'s Q8_0/Q4_0/Q4_1 kernels use 512-bit
+//! integer instructions except on AMD Zen 4, whose 512-bit units are double-pumped 256-bit ones
+//! (`ZOO_QUANT_WIDE=1|0` overrides); the exact kernels use 512-bit vectors throughout (measured
+//! faster on Zen 4: half the instructions for the same FMA throughput).
 //!
 //! Other architectures (aarch64 included) run the portable kernels: correct, but scalar.
 
@@ -376,8 +404,11 @@ impl QMatrix {
         out
     }
 
-    /// `y = x · Wᵀ`: `x` is `[n, cols]` row-major, `y` is `[n, rows]`. Fused: the weights are
-    /// never materialised in `f32`. Uses the kernel set named by [`cpu_features`].
+    /// `y = x · Wᵀ` with llama.cpp's arithmetic: `x` is `[n, cols]` row-major, `y` is
+    /// `[n, rows]`; for block formats the activations are quantised to 8 bits per block first
+    /// (see the crate documentation: this is the opt-in, llama.cpp-compatible product;
+    /// [`QMatrix::matmul_exact`] is the default). Fused: the weights are never materialised in
+    /// `f32`. Uses the kernel set named by [`cpu_features`].
     pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32]) {
         self.matmul_with(KernelSet::active(), x, n, y)
     }
@@ -385,6 +416,68 @@ impl QMatrix {
     /// [`QMatrix::matmul`] with a given kernel set (for tests and benchmarks); a set this CPU
     /// lacks falls back to the best available one.
     pub fn matmul_with(&self, kernels: KernelSet, x: &[f32], n: usize, y: &mut [f32]) {
+        self.check_shapes(x, n, y);
+        if n == 0 || self.rows == 0 {
+            return;
+        }
+        if self.cols == 0 {
+            y.fill(0.0);
+            return;
+        }
+        let kernels = if kernels.is_available() {
+            kernels
+        } else {
+            KernelSet::best()
+        };
+        if matches!(self.qtype, QType::F32 | QType::F16 | QType::BF16) {
+            // No activation quantisation for element types: the same product as
+            // `matmul_exact`, whose kernels are the faster ones.
+            self.matmul_exact_kernels(kernels.exact(self.qtype), x, n, y);
+            return;
+        }
+        self.matmul_kernel(kernels.kernel(self.qtype), kernels.act_block(), x, n, y);
+    }
+
+    /// `y = x · Wᵀ` computed exactly as `x · dequantize(W)ᵀ` in f32, up to the order of the
+    /// float sums: `x` is `[n, cols]` row-major and stays f32, `y` is `[n, rows]`. The weights are
+    /// widened in registers to the very f32 values [`QMatrix::dequantize`] gives, and never
+    /// materialised as a matrix. This is the product to use by default; see the crate
+    /// documentation for when [`QMatrix::matmul`] is the better choice.
+    pub fn matmul_exact(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        self.matmul_exact_with(KernelSet::active(), x, n, y)
+    }
+
+    /// [`QMatrix::matmul_exact`] with a given kernel set (for tests and benchmarks); a set this
+    /// CPU lacks falls back to the best available one.
+    pub fn matmul_exact_with(&self, kernels: KernelSet, x: &[f32], n: usize, y: &mut [f32]) {
+        self.check_shapes(x, n, y);
+        let kernels = if kernels.is_available() {
+            kernels
+        } else {
+            KernelSet::best()
+        };
+        self.matmul_exact_kernels(kernels.exact(self.qtype), x, n, y);
+    }
+
+    /// `matmul_exact` with given kernels (tests reach kernel variants through this).
+    pub(crate) fn matmul_exact_kernels(
+        &self,
+        kernels: kernels::ExactKernels,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+    ) {
+        if n == 0 || self.rows == 0 {
+            return;
+        }
+        if self.cols == 0 {
+            y.fill(0.0);
+            return;
+        }
+        parallel::matmul_exact(self, kernels, x, n, y);
+    }
+
+    fn check_shapes(&self, x: &[f32], n: usize, y: &[f32]) {
         assert_eq!(
             x.len(),
             n * self.cols,
@@ -399,19 +492,6 @@ impl QMatrix {
             y.len(),
             self.rows
         );
-        if n == 0 || self.rows == 0 {
-            return;
-        }
-        if self.cols == 0 {
-            y.fill(0.0);
-            return;
-        }
-        let kernels = if kernels.is_available() {
-            kernels
-        } else {
-            KernelSet::best()
-        };
-        self.matmul_kernel(kernels.kernel(self.qtype), kernels.act_block(), x, n, y);
     }
 
     /// `matmul` with a given kernel function (tests reach kernel variants through this).

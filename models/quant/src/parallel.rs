@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::act::{Act, ActKind, RowsMut};
-use crate::kernels::{Tile, TileFn};
+use crate::kernels::{ExactKernels, Tile, TileFn, XTile};
 use crate::QMatrix;
 
 /// Below this many weight bytes × activation rows a product runs on the calling thread.
@@ -85,6 +85,117 @@ pub(crate) fn matmul(m: &QMatrix, kernel: TileFn, cb: usize, x: &[f32], n: usize
         unsafe { kernel(&tile) };
     };
     run_tasks(tasks, if parallel { threads } else { 1 }, &run);
+}
+
+/// Activation rows per tile of the panel kernels at most: their packed activations for one
+/// 256-column panel step (`rows · 1 KiB`) stay in L2 while all weight rows of the tile pass.
+const GEMM_ACT_CHUNK: usize = 192;
+
+/// Runs the exact kernels over all tiles of `y = x · Wᵀ`.
+pub(crate) fn matmul_exact(m: &QMatrix, k: ExactKernels, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols, row_bytes) = (m.rows(), m.cols(), m.row_stride());
+    let bytes = m.bytes();
+    let threads = rayon::current_num_threads().max(1);
+    let work = rows.saturating_mul(row_bytes).saturating_mul(n);
+    let parallel = threads > 1 && work >= SERIAL_WORK;
+
+    let gemm = k.gemm.filter(|g| n >= g.from);
+    let (kernel, row_align, act_align, act_max) = match gemm {
+        Some(g) => (
+            g.kernel,
+            g.rows,
+            g.lanes,
+            GEMM_ACT_CHUNK / g.lanes * g.lanes,
+        ),
+        // The streaming kernels read the weights once per tile: all activation rows in one.
+        None => (k.stream, 4, 1, n),
+    };
+    let xp = match gemm {
+        Some(g) => pack(x, n, cols, g.lanes, parallel),
+        None => Vec::new(),
+    };
+    // Sums of each 32 activations, for streaming kernels that factor out block offsets.
+    let xs: Vec<f32> = if gemm.is_none() && k.sums {
+        x.chunks_exact(32).map(|c| c.iter().sum()).collect()
+    } else {
+        Vec::new()
+    };
+    let act_chunks = n.div_ceil(act_max);
+    let act_chunk = n.div_ceil(act_chunks).next_multiple_of(act_align);
+    let act_chunks = n.div_ceil(act_chunk);
+    let row_chunks_wanted = if parallel {
+        (threads * TILES_PER_THREAD)
+            .div_ceil(act_chunks)
+            .min(rows / 16)
+            .max(1)
+    } else {
+        1
+    };
+    let row_chunk = rows
+        .div_ceil(row_chunks_wanted)
+        .next_multiple_of(row_align)
+        .min(rows);
+    let row_chunks = rows.div_ceil(row_chunk);
+    let tasks = row_chunks * act_chunks;
+
+    let out = OutPtr(y.as_mut_ptr());
+    let out = &out;
+    let (xp, xs) = (&xp[..], &xs[..]);
+    let run = |t: usize| {
+        let (ac, rc) = (t / row_chunks, t % row_chunks);
+        let r0 = rc * row_chunk;
+        let r1 = (r0 + row_chunk).min(rows);
+        let c0 = ac * act_chunk;
+        let c1 = (c0 + act_chunk).min(n);
+        let tile = XTile {
+            w: &bytes[r0 * row_bytes..r1 * row_bytes],
+            row_bytes,
+            rows: r1 - r0,
+            cols,
+            x,
+            xp,
+            xs,
+            acts: c0..c1,
+            // SAFETY: in bounds of y (c0 < n, r0 < rows).
+            out: unsafe { out.0.add(c0 * rows + r0) },
+            out_stride: rows,
+        };
+        // SAFETY: as in `matmul`.
+        unsafe { kernel(&tile) };
+    };
+    run_tasks(tasks, if parallel { threads } else { 1 }, &run);
+}
+
+/// `x` (`[n, cols]`) transposed in groups of `lanes` rows: `[⌈n/lanes⌉][cols][lanes]`, the
+/// rows past `n` zero.
+fn pack(x: &[f32], n: usize, cols: usize, lanes: usize, parallel: bool) -> Vec<f32> {
+    let groups = n.div_ceil(lanes);
+    let mut xp = vec![0f32; groups * cols * lanes];
+    let one = |g: usize, out: &mut [f32]| {
+        // Columns in chunks, so that the chunk of every row of the group stays in L1.
+        const K: usize = 64;
+        let rows = lanes.min(n - g * lanes);
+        for k0 in (0..cols).step_by(K) {
+            let k1 = (k0 + K).min(cols);
+            for l in 0..rows {
+                let xr = &x[(g * lanes + l) * cols..][k0..k1];
+                for (k, &v) in (k0..k1).zip(xr) {
+                    out[k * lanes + l] = v;
+                }
+            }
+        }
+    };
+    if parallel && n * cols >= 1 << 16 {
+        use rayon::prelude::*;
+        xp.par_chunks_mut(cols * lanes)
+            .enumerate()
+            .for_each(|(g, out)| one(g, out));
+    } else {
+        for (g, out) in xp.chunks_mut(cols * lanes).enumerate() {
+            one(g, out);
+        }
+    }
+    xp
 }
 
 /// State shared between the caller and its helpers for one `run_tasks`.

@@ -712,3 +712,208 @@ fn kernel_set_names() {
         assert!((y[0] - 32.0).abs() < 32.0 * 2.0 / 2048.0, "{y:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// matmul_exact
+
+/// Every exact kernel this CPU can run for `t`, by name: each set's streaming kernel, and its
+/// panel kernel forced for every `n`.
+fn exact_runs(t: QType) -> Vec<(String, crate::kernels::ExactKernels)> {
+    let mut runs = Vec::new();
+    for set in KernelSet::available() {
+        let k = set.exact(t);
+        runs.push((
+            format!("{}/stream", set.name()),
+            crate::kernels::ExactKernels { gemm: None, ..k },
+        ));
+        if let Some(g) = k.gemm {
+            runs.push((
+                format!("{}/gemm", set.name()),
+                crate::kernels::ExactKernels {
+                    gemm: Some(crate::kernels::Gemm { from: 1, ..g }),
+                    ..k
+                },
+            ));
+        }
+    }
+    runs
+}
+
+/// Checks `matmul_exact` for one format and shape with every exact kernel: the product must be
+/// the f32 product of the dequantised matrix up to summation order,
+/// |y − y_f64(dequantised W, x)| ≤ 2·cols·2⁻²⁴·Σ|w||x|.
+fn check_exact(t: QType, rows: usize, cols: usize, n: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let w = rng.values(rows * cols);
+    let x = rng.values(n * cols);
+    let m = QMatrix::quantize(t, rows, cols, &w).unwrap();
+    let wd = m.dequantize();
+    let (mut want, mut abs) = (vec![0f64; n * rows], vec![0f64; n * rows]);
+    for c in 0..n {
+        let xr = &x[c * cols..(c + 1) * cols];
+        for r in 0..rows {
+            let wr = &wd[r * cols..(r + 1) * cols];
+            for (&wi, &xi) in wr.iter().zip(xr) {
+                want[c * rows + r] += wi as f64 * xi as f64;
+                abs[c * rows + r] += (wi as f64 * xi as f64).abs();
+            }
+        }
+    }
+    let float_err = 2.0 * cols as f64 * (0.5f64).powi(24);
+    for (name, k) in exact_runs(t) {
+        let mut y = vec![f32::NAN; n * rows];
+        m.matmul_exact_kernels(k, &x, n, &mut y);
+        for i in 0..n * rows {
+            let (got, want) = (y[i] as f64, want[i]);
+            let tol = float_err * abs[i] + 1e-30;
+            assert!(
+                (got - want).abs() <= tol,
+                "{t} {rows}×{cols} n={n} {name} [{}, {}]: {got} vs f64 {want}: |Δ| = {:e} > {tol:e}",
+                i / rows,
+                i % rows,
+                (got - want).abs()
+            );
+        }
+    }
+}
+
+fn check_exact_format(t: QType) {
+    let shapes: &[(usize, usize)] = if t.block_size() == 256 {
+        &[(13, 256), (37, 768), (9, 512), (1, 256)]
+    } else {
+        &[(13, 96), (37, 320), (7, 64), (5, 33 * 32), (25, 32)]
+    };
+    let mut seed = 100;
+    for &(rows, cols) in shapes {
+        for n in [1, 2, 3, 4, 5, 17, 64, 128] {
+            seed += 1;
+            check_exact(t, rows, cols, n, seed);
+        }
+    }
+}
+
+#[test]
+fn exact_f32() {
+    check_exact_format(QType::F32);
+    // Element types take any column count (a partial last chunk, and a partial panel step).
+    for (rows, cols) in [(9, 37), (3, 7), (11, 300)] {
+        for n in [1, 3, 17, 40] {
+            check_exact(QType::F32, rows, cols, n, (rows * cols + n) as u64);
+        }
+    }
+}
+
+#[test]
+fn exact_f16() {
+    check_exact_format(QType::F16);
+    for n in [1, 4, 19] {
+        check_exact(QType::F16, 7, 13, n, 98);
+        check_exact(QType::F16, 10, 291, n, 97);
+    }
+}
+
+#[test]
+fn exact_bf16() {
+    check_exact_format(QType::BF16);
+    for n in [1, 4, 19] {
+        check_exact(QType::BF16, 7, 21, n, 96);
+        check_exact(QType::BF16, 10, 291, n, 95);
+    }
+}
+
+#[test]
+fn exact_q8_0() {
+    check_exact_format(QType::Q8_0);
+}
+
+#[test]
+fn exact_q4_0() {
+    check_exact_format(QType::Q4_0);
+}
+
+#[test]
+fn exact_q4_1() {
+    check_exact_format(QType::Q4_1);
+}
+
+#[test]
+fn exact_q4_k() {
+    check_exact_format(QType::Q4_K);
+}
+
+#[test]
+fn exact_q5_k() {
+    check_exact_format(QType::Q5_K);
+}
+
+#[test]
+fn exact_q6_k() {
+    check_exact_format(QType::Q6_K);
+}
+
+/// The widening is bit-exact: with the identity as activations (n = cols) every kernel returns
+/// the transposed dequantised matrix itself (each output is one product w·1 plus zeros).
+#[test]
+fn exact_widening_is_dequantize() {
+    for t in QType::ALL {
+        let (rows, cols) = (11, if t.block_size() == 256 { 256 } else { 96 });
+        let mut rng = Rng(t.ggml_id() as u64 + 5);
+        let m = QMatrix::quantize(t, rows, cols, &rng.values(rows * cols)).unwrap();
+        let w = m.dequantize();
+        let mut eye = vec![0f32; cols * cols];
+        for k in 0..cols {
+            eye[k * cols + k] = 1.0;
+        }
+        for (name, k) in exact_runs(t) {
+            let mut y = vec![f32::NAN; cols * rows];
+            m.matmul_exact_kernels(k, &eye, cols, &mut y);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        y[c * rows + r],
+                        w[r * cols + c],
+                        "{t} {name}: weight [{r}, {c}]"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Large enough to split into parallel tiles over rows and over activation chunks (more than
+/// 192 activation rows for the panel kernels).
+#[test]
+fn exact_parallel_tiles() {
+    check_exact(QType::Q4_0, 67, 4096, 200, 1234);
+    check_exact(QType::Q6_K, 45, 2048, 250, 4321);
+    check_exact(QType::F16, 300, 512, 33, 777);
+    check_exact(QType::Q4_1, 301, 576, 3, 778);
+}
+
+/// Every public entry point agrees with the kernels it names, and an unavailable set falls back.
+#[test]
+fn exact_public_api() {
+    let mut rng = Rng(31);
+    let m = QMatrix::quantize(QType::Q4_1, 9, 256, &rng.values(9 * 256)).unwrap();
+    let x = rng.values(3 * 256);
+    let mut y = vec![0f32; 27];
+    m.matmul_exact(&x, 3, &mut y);
+    let mut y2 = vec![0f32; 27];
+    m.matmul_exact_with(KernelSet::active(), &x, 3, &mut y2);
+    assert_eq!(y, y2);
+    for set in KernelSet::ALL {
+        m.matmul_exact_with(set, &x, 3, &mut y2);
+        for (a, b) in y.iter().zip(&y2) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{set:?}: {a} vs {b}"
+            );
+        }
+    }
+    // Empty shapes.
+    m.matmul_exact(&[], 0, &mut []);
+    let e = QMatrix::quantize(QType::F32, 2, 0, &[]).unwrap();
+    let mut y = [1f32; 6];
+    e.matmul_exact(&[], 3, &mut y);
+    assert_eq!(y, [0.0; 6]);
+}

@@ -64,6 +64,9 @@ impl MeasureSettings {
         if let Some(q) = &self.weights.quantize {
             args.extend(["--quantize".to_string(), q.clone()]);
         }
+        if self.weights.int8_activations {
+            args.push("--int8-activations".to_string());
+        }
         args
     }
 

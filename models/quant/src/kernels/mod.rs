@@ -11,6 +11,8 @@ use crate::QType;
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_exact;
 
 /// One tile of `y = x · Wᵀ`: weight rows `w` (`rows` rows of `row_bytes`) times activation rows
 /// `acts`, written to `out[(c − acts.start) · out_stride + r]`.
@@ -42,6 +44,67 @@ impl Tile<'_> {
 /// The tile's `out` rectangle must be valid for writes and the CPU must have the kernel set's
 /// features.
 pub(crate) type TileFn = unsafe fn(&Tile<'_>);
+
+/// One tile of the exact product `y = x · Wᵀ` (f32 activations): weight rows `w` (`rows` rows
+/// of `row_bytes`) times activation rows `acts` of `x` (`[n, cols]`), written to
+/// `out[(c − acts.start) · out_stride + r]`. Panel (GEMM) kernels read the activations from
+/// `xp` instead: `x` transposed in groups of `lanes` rows, `[⌈n/lanes⌉][cols][lanes]`, zero
+/// padded; their tiles start at a multiple of `lanes`. Streaming kernels that factor block
+/// offsets out of their sums read `xs`: the sums of each 32 activations, `[n][cols/32]`.
+pub(crate) struct XTile<'t> {
+    pub w: &'t [u8],
+    pub row_bytes: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub x: &'t [f32],
+    pub xp: &'t [f32],
+    pub xs: &'t [f32],
+    pub acts: std::ops::Range<usize>,
+    pub out: *mut f32,
+    pub out_stride: usize,
+}
+
+impl XTile<'_> {
+    /// Stores one result.
+    ///
+    /// # Safety
+    /// As [`Tile::store`].
+    #[inline(always)]
+    pub(crate) unsafe fn store(&self, r: usize, c: usize, v: f32) {
+        unsafe { *self.out.add((c - self.acts.start) * self.out_stride + r) = v };
+    }
+}
+
+/// An exact kernel: computes a whole [`XTile`].
+///
+/// # Safety
+/// As [`TileFn`].
+pub(crate) type XTileFn = unsafe fn(&XTile<'_>);
+
+/// The exact kernels of one set for one format.
+#[derive(Clone, Copy)]
+pub(crate) struct ExactKernels {
+    /// Streams the weights once per few activation rows, widening them in registers; runs any
+    /// tile, and is the one used for `n < gemm_from`.
+    pub stream: XTileFn,
+    /// Whether `stream` reads the activations' sums of 32 (`XTile::xs`).
+    pub sums: bool,
+    /// Widens a block of weights once into an f32 panel and runs an SGEMM micro-kernel over
+    /// it for all activation rows of the tile (`n ≥ gemm_from`).
+    pub gemm: Option<Gemm>,
+}
+
+/// A panel kernel and how it wants its tiles.
+#[derive(Clone, Copy)]
+pub(crate) struct Gemm {
+    pub kernel: XTileFn,
+    /// Activation rows per packed group (vector lanes).
+    pub lanes: usize,
+    /// Tiles' row counts are multiples of this (the micro-kernel's rows), except the last.
+    pub rows: usize,
+    /// Activation rows from which the panel kernel is used.
+    pub from: usize,
+}
 
 /// A family of kernels for one kind of CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +192,21 @@ impl KernelSet {
             #[cfg(target_arch = "x86_64")]
             KernelSet::Avx2 | KernelSet::Avx512 if self.is_available() => x86::kernel(self, qtype),
             _ => portable::kernel(qtype),
+        }
+    }
+
+    /// The exact (f32 activation) kernels for weights of `qtype`.
+    pub(crate) fn exact(self, qtype: QType) -> ExactKernels {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            KernelSet::Avx2 | KernelSet::Avx512 if self.is_available() => {
+                x86_exact::kernels(self, qtype)
+            }
+            _ => ExactKernels {
+                stream: portable::exact_kernel(qtype),
+                sums: false,
+                gemm: None,
+            },
         }
     }
 

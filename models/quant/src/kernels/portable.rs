@@ -225,3 +225,75 @@ fn dot_q6_k(w: &[u8], a: &Act<'_>, c: usize) -> f32 {
     }
     acc
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exact products (f32 activations)
+
+/// The exact kernel: each weight row dequantised once (ggml's `dequantize_row_*`, so the very
+/// f32 weights of [`crate::QMatrix::dequantize`]) and dotted with every activation row of the
+/// tile, in eight interleaved partial sums.
+pub(crate) fn exact_kernel(qtype: QType) -> super::XTileFn {
+    match qtype {
+        QType::F32 => exact_f32,
+        QType::F16 => exact_f16,
+        QType::BF16 => exact_bf16,
+        QType::Q8_0 => exact_q8_0,
+        QType::Q4_0 => exact_q4_0,
+        QType::Q4_1 => exact_q4_1,
+        QType::Q4_K => exact_q4_k,
+        QType::Q5_K => exact_q5_k,
+        QType::Q6_K => exact_q6_k,
+    }
+}
+
+macro_rules! exact_fn {
+    ($name:ident, $t:expr) => {
+        /// # Safety
+        /// See [`super::XTileFn`].
+        unsafe fn $name(t: &super::XTile<'_>) {
+            unsafe { exact_tile($t, t) }
+        }
+    };
+}
+
+exact_fn!(exact_f32, QType::F32);
+exact_fn!(exact_f16, QType::F16);
+exact_fn!(exact_bf16, QType::BF16);
+exact_fn!(exact_q8_0, QType::Q8_0);
+exact_fn!(exact_q4_0, QType::Q4_0);
+exact_fn!(exact_q4_1, QType::Q4_1);
+exact_fn!(exact_q4_k, QType::Q4_K);
+exact_fn!(exact_q5_k, QType::Q5_K);
+exact_fn!(exact_q6_k, QType::Q6_K);
+
+/// # Safety
+/// See [`super::XTileFn`].
+unsafe fn exact_tile(qtype: QType, t: &super::XTile<'_>) {
+    let cols = t.cols;
+    let mut w = vec![0f32; cols];
+    for r in 0..t.rows {
+        crate::formats::dequantize(qtype, &t.w[r * t.row_bytes..(r + 1) * t.row_bytes], &mut w);
+        for c in t.acts.clone() {
+            let y = dot_f32s(&w, &t.x[c * cols..(c + 1) * cols]);
+            // SAFETY: r < rows and c in acts; the caller guarantees the output rectangle.
+            unsafe { t.store(r, c, y) };
+        }
+    }
+}
+
+/// Σ a·b in eight interleaved partial sums (which the compiler vectorises), then the rest.
+fn dot_f32s(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}

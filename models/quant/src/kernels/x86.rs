@@ -179,7 +179,7 @@ kernel_set!(
 // Helpers
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     unsafe {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -189,18 +189,18 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn rd_u16(p: *const u8) -> u16 {
+pub(super) unsafe fn rd_u16(p: *const u8) -> u16 {
     unsafe { (p as *const u16).read_unaligned() }
 }
 
 #[inline(always)]
-unsafe fn f16_to_f32(bits: u16) -> f32 {
+pub(super) unsafe fn f16_to_f32(bits: u16) -> f32 {
     unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
 }
 
 /// Reads the f16 at byte `off` of each of `nb` blocks of `bb` bytes from `p`, as f32, into `out`.
 #[inline(always)]
-unsafe fn f16_column(p: *const u8, bb: usize, off: usize, nb: usize, out: *mut f32) {
+pub(super) unsafe fn f16_column(p: *const u8, bb: usize, off: usize, nb: usize, out: *mut f32) {
     unsafe {
         let mut b = 0;
         while b + 8 <= nb {
@@ -221,7 +221,7 @@ unsafe fn f16_column(p: *const u8, bb: usize, off: usize, nb: usize, out: *mut f
 /// Reads the f16s at bytes 0 and 2 of each of `nb` blocks of `bb` bytes from `p` as f32 into
 /// `d` and `m`: eight blocks per `vpgatherdd`.
 #[inline(always)]
-unsafe fn f16_pairs(p: *const u8, bb: usize, nb: usize, d: *mut f32, m: *mut f32) {
+pub(super) unsafe fn f16_pairs(p: *const u8, bb: usize, nb: usize, d: *mut f32, m: *mut f32) {
     unsafe {
         let idx = _mm256_mullo_epi32(
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -257,7 +257,7 @@ unsafe fn f16_pairs(p: *const u8, bb: usize, nb: usize, d: *mut f32, m: *mut f32
 /// [`PREFETCH_AHEAD`] bytes ahead (for short rows one row group is too close to hide DRAM
 /// latency).
 #[derive(Clone, Copy)]
-struct Prefetch {
+pub(super) struct Prefetch {
     next: *const u8,
     step: usize,
 }
@@ -269,7 +269,7 @@ const PREFETCH_AHEAD: usize = 4096;
 impl Prefetch {
     /// For a micro-tile of `rows` rows of `rb` bytes at `w`, over `iters` iterations.
     #[inline(always)]
-    fn new(w: *const u8, rows: usize, rb: usize, iters: usize) -> Prefetch {
+    pub(super) fn new(w: *const u8, rows: usize, rb: usize, iters: usize) -> Prefetch {
         let group = rows * rb;
         Prefetch {
             next: w.wrapping_add(group.max(PREFETCH_AHEAD)),
@@ -280,7 +280,7 @@ impl Prefetch {
     /// Prefetches iteration `i`'s share. Prefetches never fault, so the addresses may run past
     /// the end of the matrix.
     #[inline(always)]
-    unsafe fn at(self, i: usize) {
+    pub(super) unsafe fn at(self, i: usize) {
         let p = self.next.wrapping_add(i * self.step);
         let mut o = 0;
         while o < self.step {
@@ -946,7 +946,7 @@ unsafe fn shuf(v: __m256i, mask: &[u8; 32]) -> __m256i {
 /// Unpacks Q4_K/Q5_K's twelve scale bytes into eight 6-bit scales and eight 6-bit minima, one
 /// per byte (the same as `k_scale_min`, in 32-bit word operations).
 #[inline(always)]
-unsafe fn k_scales(s: *const u8) -> (u64, u64) {
+pub(super) unsafe fn k_scales(s: *const u8) -> (u64, u64) {
     unsafe {
         let w0 = (s as *const u32).read_unaligned();
         let w1 = (s.add(4) as *const u32).read_unaligned();
