@@ -147,6 +147,7 @@ pub fn causal_rates<B: Backend, M: CausalLm<B>>(
     let prompt: Vec<u32> = (0..prompt_len as u64)
         .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.min(30_000)) as u32)
         .collect();
+    let prompt = lm.model.valid_prompt(prompt);
     let config = GenerationConfig {
         max_new_tokens: gen_len,
         sampling: Sampling::greedy(),

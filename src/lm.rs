@@ -119,6 +119,14 @@ impl<B: Backend> CausalLm<B> for CausalModel<B> {
             CausalModel::Glm(m) => m.device(),
         }
     }
+
+    fn valid_prompt(&self, ids: Vec<u32>) -> Vec<u32> {
+        match self {
+            CausalModel::Gpt2(m) => m.valid_prompt(ids),
+            CausalModel::Llama(m) => m.valid_prompt(ids),
+            CausalModel::Glm(m) => m.valid_prompt(ids),
+        }
+    }
 }
 
 /// A causal LM of any family with everything that makes it usable from text.

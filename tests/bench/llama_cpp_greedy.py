@@ -4,7 +4,8 @@ llama.cpp (llama-cpp-python, which builds it from source) and print its greedy c
 given ids as JSON, so a test can compare it with `zoo generate --ids … --greedy --json`.
 
     python tests/bench/llama_cpp_greedy.py FILE.gguf --ids 1,2,3 --n 8
-    {"ids": [...], "n_vocab": ..., "tokens": [...]}   # tokens: llama.cpp's own tokenization of --text
+    {"ids": [...], "n_vocab": ..., "logits": [...], "tokens": [...]}
+    # logits: the prompt's last position; tokens: llama.cpp's own tokenization of --text
 
 Pinned: llama-cpp-python==0.3.36 (install with CMAKE_ARGS="-DGGML_NATIVE=ON").
 """
@@ -38,6 +39,7 @@ def main():
                           type_k=kv, type_v=kv, verbose=False, seed=0)
     llm.reset()
     llm.eval(ids)
+    prompt_logits = last_logits(llm).tolist()
     out = []
     for _ in range(a.n):
         # Greedy: the argmax of the last position's logits, as the zoo's --greedy.
@@ -45,7 +47,7 @@ def main():
         nxt = int(np.argmax(logits))
         out.append(nxt)
         llm.eval([nxt])
-    result = {"ids": out, "n_vocab": llm.n_vocab()}
+    result = {"ids": out, "n_vocab": llm.n_vocab(), "logits": prompt_logits}
     if a.text is not None:
         result["tokens"] = llm.tokenize(a.text.encode(), add_bos=True, special=False)
     print(json.dumps(result))

@@ -322,3 +322,46 @@ fn measure_errors_are_clear() {
         "--window 65 exceeds the model's context of 64 tokens",
     );
 }
+
+/// `zoo bench --random-weights` builds every causal family at a catalog shape; here each
+/// LLM family's catalog entry shrunk to one tiny layer (the vocabulary kept, so ChatGLM-6B's
+/// `[gMASK]` / `<sop>` ids exist), on every backend, as stored at f32 and at q4_0. ChatGLM-6B
+/// only accepts prompts in its `[gMASK] <sop>` layout, which the benchmark's pseudo-random
+/// prompt now ends with (it failed with "needs [gMASK]" before).
+#[test]
+fn random_weights_bench_every_causal_family_on_every_backend() {
+    use burn_zoo::bench::{measure_random_on, BenchSettings};
+    use burn_zoo::nn::{QType, WeightFormat};
+    let catalog = burn_zoo::catalog::Catalog::load_default().unwrap();
+    for kind in backends::test_backends().unwrap() {
+        for id in ["chatglm-6b", "chatglm2-6b", "llama-2-7b", "gpt2"] {
+            let mut entry = catalog.get(id).unwrap().clone();
+            entry.config.layers = Some(1);
+            entry.config.hidden_size = Some(64);
+            entry.config.heads = Some(2);
+            entry.config.kv_heads = entry.config.kv_heads.map(|_| 2);
+            entry.config.head_dim = None;
+            entry.config.intermediate_size = Some(96);
+            for format in [
+                WeightFormat::AS_STORED,
+                WeightFormat::quantized(QType::Q4_0),
+            ] {
+                let settings = BenchSettings {
+                    prompt_len: 5,
+                    gen_len: 3,
+                    batch: 1,
+                    runs: 1,
+                    window: None,
+                    stride: None,
+                    format,
+                };
+                let report = measure_random_on(kind, &entry, &settings, 7)
+                    .unwrap_or_else(|e| panic!("{kind} {id} {format:?}: {e}"));
+                for key in ["prefill_tok_s", "decode_tok_s"] {
+                    let rate = report[key]["median"].as_f64().unwrap();
+                    assert!(rate > 0.0, "{kind} {id}: {key} {rate}");
+                }
+            }
+        }
+    }
+}

@@ -250,7 +250,8 @@ fn quantized_gguf_matches_its_dequantized_weights_on_every_backend() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected q8_0"));
 }
 
-/// `--quantize` / `--dtype` on an HF folder of every family run on every backend. Against
+/// `--quantize` / `--dtype` on an HF folder of every family (GPT-2, LLaMA, GLM, BERT) run on
+/// every backend. Against
 /// transformers' f32 logits: f16 and bf16 keep every row's cosine ≥ 0.999; Q8_0 ≥ 0.99; the
 /// 4-bit types ≥ 0.94 on GPT-2 and GLM (measured 0.948–0.995). The random LLaMA fixture's
 /// 4-bit logits are not compared: Q4_0's error of up to amax/16 per weight moves that chaotic
@@ -323,8 +324,23 @@ fn weight_format_flags_work_for_every_family_on_every_backend() {
             args.extend_from_slice(extra);
             rows(&stdout_json(&zoo(&args))["embeddings"])
         };
-        let cos = min_cosine(&embed(&["--quantize", "q8_0"]), &embed(&[]));
-        assert!(cos > 0.99, "{backend}: BERT q8_0 embedding cosine {cos}");
+        // BERT's sentence embedding against its f32 one (measured on flex and ndarray: f16
+        // 0.9999999, bf16 0.999991, q8_0 0.99991, q4_1 0.9908, q4_0 0.9820; the MLP's down
+        // projection, 48 columns, is not a whole number of blocks and stays f32).
+        let reference = embed(&[]);
+        for (flag, value, limit) in [
+            ("--dtype", "f16", 0.9999),
+            ("--dtype", "bf16", 0.9999),
+            ("--quantize", "q8_0", 0.999),
+            ("--quantize", "q4_0", 0.95),
+            ("--quantize", "q4_1", 0.95),
+        ] {
+            let cos = min_cosine(&embed(&[flag, value]), &reference);
+            assert!(
+                cos > limit,
+                "{backend}: BERT {value} embedding cosine {cos}"
+            );
+        }
     }
 }
 
@@ -372,19 +388,27 @@ fn llama_cpp_runs_the_gguf_files_the_zoo_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let llama = json(&fixtures().join("pipeline/bos_llama/reference.json"));
     let gpt2 = json(&fixtures().join("gpt2/tiny-a/reference.json"));
+    // LLaMA: llama.cpp's graph is the zoo's arithmetic (with --int8-activations), so the
+    // greedy tokens are equal. GPT-2: ggml computes GELU through an f16 lookup table (its
+    // GGML_GELU_FP16), transformers and the zoo in f32; that moves the logits by ~5e-4 of
+    // their scale at f16 and, once 8-bit activation rounding amplifies it, ~1 % at Q8_0/Q4
+    // (measured cosines 0.99994–0.9999998), enough to flip later near-ties of this random
+    // model. There the prompt's logits are compared (cosine ≥ 0.9995) and the first token.
     let cases = [
         (
             fixtures().join("pipeline/bos_llama"),
             ids(&llama["input_ids"]),
             llama["text"].as_str().unwrap().to_string(),
+            true,
         ),
         (
             fixtures().join("gpt2/tiny-a"),
             ids(&gpt2["prompt"]),
             "hello world".to_string(),
+            false,
         ),
     ];
-    for (dir, prompt, text) in &cases {
+    for (dir, prompt, text, same_arithmetic) in &cases {
         let p: Vec<String> = prompt.iter().map(u32::to_string).collect();
         let p = p.join(",");
         for to in ["f16", "q8_0", "q4_0", "q4_1"] {
@@ -429,11 +453,38 @@ fn llama_cpp_runs_the_gguf_files_the_zoo_writes() {
                 String::from_utf8_lossy(&run.stderr)
             );
             let cpp: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-            assert_eq!(
-                ids(&cpp["ids"]),
-                zoo_ids,
-                "{dir:?} {to}: llama.cpp's greedy tokens"
-            );
+            if *same_arithmetic {
+                assert_eq!(
+                    ids(&cpp["ids"]),
+                    zoo_ids,
+                    "{dir:?} {to}: llama.cpp's greedy tokens"
+                );
+            } else {
+                let zoo_logits = rows(
+                    &stdout_json(&zoo(&[
+                        "forward",
+                        out.to_str().unwrap(),
+                        "--ids",
+                        &p,
+                        "--backend",
+                        "flex",
+                        "--json",
+                        "--int8-activations",
+                    ]))["logits"],
+                );
+                let cpp_logits = rows(&serde_json::json!([cpp["logits"].clone()]));
+                let last = zoo_logits.last().unwrap().clone();
+                let cos = min_cosine(&[last], &cpp_logits);
+                assert!(
+                    cos >= 0.9995,
+                    "{dir:?} {to}: llama.cpp's logits: cosine {cos}"
+                );
+                assert_eq!(
+                    ids(&cpp["ids"])[0],
+                    zoo_ids[0],
+                    "{dir:?} {to}: llama.cpp's first greedy token"
+                );
+            }
             // The zoo's text prompt on the GGUF file is llama.cpp's tokenization of it.
             let encoded = ids(&stdout_json(&zoo(&[
                 "generate",

@@ -84,6 +84,14 @@ impl<B: Backend> CausalLm<B> for Glm<B> {
             Glm::Hf(m) => m.device(),
         }
     }
+
+    fn valid_prompt(&self, ids: Vec<u32>) -> Vec<u32> {
+        match self {
+            Glm::V1(m) => m.valid_prompt(ids),
+            Glm::V2(m) => m.valid_prompt(ids),
+            Glm::Hf(m) => m.valid_prompt(ids),
+        }
+    }
 }
 
 /// ChatGLM's chat, built as ids exactly as the generation's original code builds them.

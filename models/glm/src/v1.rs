@@ -491,6 +491,14 @@ impl<B: Backend> CausalLm<B> for ChatGlmV1<B> {
     fn device(&self) -> B::Device {
         self.word_embeddings.device()
     }
+
+    /// The last two ids become `[gMASK] <sop>` (a prompt shorter than two is just those).
+    fn valid_prompt(&self, mut ids: Vec<u32>) -> Vec<u32> {
+        let [gmask, _, bos] = self.special;
+        ids.truncate(ids.len().saturating_sub(2));
+        ids.extend([gmask, bos]);
+        ids
+    }
 }
 
 /// Rounds each value to the nearest f16 (the original keeps `inv_freq` in half precision).

@@ -55,6 +55,12 @@ pub trait CausalLm<B: Backend> {
 
     /// The device the weights are on.
     fn device(&self) -> B::Device;
+
+    /// A prompt this model accepts, made from arbitrary ids (benchmarks, random weights): most
+    /// models take any ids as they are; ChatGLM-6B needs its `[gMASK] <sop>` layout.
+    fn valid_prompt(&self, ids: Vec<u32>) -> Vec<u32> {
+        ids
+    }
 }
 
 /// Why generation stopped early or failed.
