@@ -15,7 +15,7 @@ GGUF=$("$ZOO" fetch smollm2-135m-instruct --json | python3 -c 'import json,sys; 
 row() { # model text label flags…
   local model=$1 text=$2 label=$3; shift 3
   "$ZOO" compare "$model" --measure --text "$text" --backend flex --runs 1 --prompt-len 8 --gen-len 2 "$@" --json \
-    | python3 -c "import json,sys; m=json.load(sys.stdin)['measured'][0]; print(f'| $label | {m[\"perplexity\"]:.4f} | {m[\"scored_tokens\"]} |')"
+    | python3 -c 'import json,sys; m=json.load(sys.stdin)["measured"][0]; print("| %s | %.4f | %d |" % (sys.argv[1], m["perplexity"], m["scored_tokens"]))' "$label"
 }
 echo "| SmolLM2-135M-Instruct | perplexity | tokens scored |"
 echo "| --- | ---: | ---: |"

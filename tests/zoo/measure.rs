@@ -333,7 +333,7 @@ fn random_weights_bench_every_causal_family_on_every_backend() {
     use burn_zoo::bench::{measure_random_on, BenchSettings};
     use burn_zoo::nn::{QType, WeightFormat};
     let catalog = burn_zoo::catalog::Catalog::load_default().unwrap();
-    for kind in backends::test_backends().unwrap() {
+    for kind in zoo_backends::test_backends().unwrap() {
         for id in ["chatglm-6b", "chatglm2-6b", "llama-2-7b", "gpt2"] {
             let mut entry = catalog.get(id).unwrap().clone();
             entry.config.layers = Some(1);
