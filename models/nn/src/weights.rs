@@ -666,7 +666,7 @@ impl Weights {
             LinearLayout::OutIn => self.take_matrix(&name, d_out, d_in, format)?,
             // GPT-2's Conv1D `[in, out]`: transposed once on the host, then stored.
             LinearLayout::InOut => match format {
-                Some(f) if f != QType::F32 && f.row_bytes(d_in).is_some() => {
+                Some(f) if f.row_bytes(d_in).is_some() => {
                     let values = self.take_f32(&name, &[d_in, d_out])?;
                     let t = transpose(&values, d_in, d_out);
                     Some(
@@ -682,13 +682,14 @@ impl Weights {
         } else {
             None
         };
+        // An f32 matrix is a Burn parameter (trainable, Burn's matmul) unless f32 was asked for
+        // explicitly (`--dtype f32`): then, like every stored format, it is multiplied by
+        // zoo-quant's kernels on the CPU backends (inference only; AVX-512 where Burn's gemm
+        // runs AVX2).
         match stored {
-            Some(m) if m.qtype() != QType::F32 => Ok(crate::Dense::stored_with(
-                m,
-                bias,
-                self.format.int8_activations,
-                device,
-            )),
+            Some(m) if m.qtype() != QType::F32 || format.is_some() => Ok(
+                crate::Dense::stored_with(m, bias, self.format.int8_activations, device),
+            ),
             Some(m) => Ok(crate::Dense::new(
                 Tensor::from_data(TensorData::new(m.dequantize(), [d_out, d_in]), device),
                 bias,
@@ -714,11 +715,9 @@ impl Weights {
     ) -> Result<crate::Embed<B>, WeightError> {
         let format = self.format.embeddings;
         match self.take_matrix(name, vocab, d, format)? {
-            Some(m) if m.qtype() != QType::F32 => Ok(crate::Embed::stored_with(
-                m,
-                self.format.int8_activations,
-                device,
-            )),
+            Some(m) if m.qtype() != QType::F32 || format.is_some() => Ok(
+                crate::Embed::stored_with(m, self.format.int8_activations, device),
+            ),
             Some(m) => Ok(crate::Embed::new(Tensor::from_data(
                 TensorData::new(m.dequantize(), [vocab, d]),
                 device,
