@@ -91,6 +91,11 @@ pub fn zoo(args: &[&str]) -> Output {
         .expect("run zoo")
 }
 
+/// Ids as the `--ids` argument: `1,2,3`.
+pub fn id_list(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// The JSON a successful `zoo … --json` printed.
 pub fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(

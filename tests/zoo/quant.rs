@@ -180,11 +180,7 @@ fn quantized_gguf_matches_its_dequantized_weights_on_every_backend() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixtures().join("pipeline/bos_llama");
     let reference = json(&dir.join("reference.json"));
-    let prompt: Vec<String> = ids(&reference["input_ids"])
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let prompt = prompt.join(",");
+    let prompt = id_list(&ids(&reference["input_ids"]));
     for to in ["q8_0", "q4_0", "q4_1", "f16"] {
         let out = tmp.path().join(format!("m-{to}.gguf"));
         let q = zoo(&[
@@ -283,7 +279,7 @@ fn weight_format_flags_work_for_every_family_on_every_backend() {
     ];
     for backend in backend_names() {
         for (dir, prompt, want, check_4bit) in &cases {
-            let p: Vec<String> = prompt.iter().map(u32::to_string).collect();
+            let p = id_list(prompt);
             for (flag, value, limit) in [
                 ("--dtype", "f16", 0.999),
                 ("--dtype", "bf16", 0.999),
@@ -295,7 +291,7 @@ fn weight_format_flags_work_for_every_family_on_every_backend() {
                     "forward",
                     dir.to_str().unwrap(),
                     "--ids",
-                    &p.join(","),
+                    &p,
                     flag,
                     value,
                     "--backend",
@@ -409,8 +405,7 @@ fn llama_cpp_runs_the_gguf_files_the_zoo_writes() {
         ),
     ];
     for (dir, prompt, text, same_arithmetic) in &cases {
-        let p: Vec<String> = prompt.iter().map(u32::to_string).collect();
-        let p = p.join(",");
+        let p = id_list(prompt);
         for to in ["f16", "q8_0", "q4_0", "q4_1"] {
             let out = tmp.path().join(format!(
                 "{}-{to}.gguf",
@@ -512,11 +507,7 @@ fn gpt2_gguf_files_read_back_on_every_backend() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixtures().join("gpt2/tiny-a");
     let reference = json(&dir.join("reference.json"));
-    let prompt: Vec<String> = ids(&reference["prompt"])
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    let prompt = prompt.join(",");
+    let prompt = id_list(&ids(&reference["prompt"]));
     let out = tmp.path().join("tiny-a.q8_0.gguf");
     let q = zoo(&[
         "quantize",

@@ -13,6 +13,7 @@
 mod dequant;
 mod error;
 mod export;
+mod names;
 mod reader;
 mod tokenizer;
 mod types;
@@ -22,6 +23,7 @@ mod writer;
 pub use dequant::dequantize;
 pub use error::{GgufError, Result};
 pub use export::{add_tokenizer, TokenizerExport};
+pub use names::TensorNames;
 pub use reader::{FileBytes, GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use tokenizer::{
     GgufTokenizer, SUPPORTED_PRE_TOKENIZERS, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL,

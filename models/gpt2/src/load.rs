@@ -22,7 +22,7 @@ use std::sync::Arc;
 use burn::module::Param;
 use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
-use zoo_gguf::GgufFile;
+use zoo_gguf::{GgufFile, TensorNames};
 use zoo_nn::quant::{QMatrix, QType, Storage};
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
 use zoo_nn::{LayerNorm, TextEncoding, TextGenerator, TextTokenizer, TokenizerError, WeightFormat};
@@ -270,33 +270,24 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<Gpt2Config, String> {
 }
 
 /// GGUF tensor names (llama.cpp's `gpt2`) to the checkpoint's names.
-fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("wte.weight"),
-        "position_embd.weight" => Some("wpe.weight"),
-        "output_norm.weight" => Some("ln_f.weight"),
-        "output_norm.bias" => Some("ln_f.bias"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(n) = fixed {
-        return Some(n.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (i, rest) = rest.split_once('.')?;
-    let i: usize = i.parse().ok()?;
-    let (part, suffix) = rest.split_once('.')?;
-    let hf = match part {
-        "attn_norm" => "ln_1",
-        "attn_qkv" => "attn.c_attn",
-        "attn_output" => "attn.c_proj",
-        "ffn_norm" => "ln_2",
-        "ffn_up" => "mlp.c_fc",
-        "ffn_down" => "mlp.c_proj",
-        _ => return None,
-    };
-    Some(format!("h.{i}.{hf}.{suffix}"))
-}
+const NAMES: TensorNames = TensorNames {
+    fixed: &[
+        ("token_embd.weight", "wte.weight"),
+        ("position_embd.weight", "wpe.weight"),
+        ("output_norm.weight", "ln_f.weight"),
+        ("output_norm.bias", "ln_f.bias"),
+        ("output.weight", "lm_head.weight"),
+    ],
+    blocks: &[
+        ("attn_norm", "ln_1"),
+        ("attn_qkv", "attn.c_attn"),
+        ("attn_output", "attn.c_proj"),
+        ("ffn_norm", "ln_2"),
+        ("ffn_up", "mlp.c_fc"),
+        ("ffn_down", "mlp.c_proj"),
+    ],
+    layers: "h",
+};
 
 /// Opens a GGUF GPT-2 file (llama.cpp's `gpt2` architecture, as `zoo quantize` writes it) with
 /// its tokenizer, its matrices kept as the file stores them (or in `format`).
@@ -317,7 +308,9 @@ pub fn open_gguf<B: Backend>(
     let mut stored = BTreeMap::new();
     let mut tensors = BTreeMap::new();
     for info in file.tensors() {
-        let name = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
+        let name = NAMES
+            .checkpoint_name(&info.name)
+            .unwrap_or_else(|| info.name.clone());
         let shape = info.shape();
         let qtype = QType::from_ggml_id(info.dtype.id());
         let table = name.ends_with("wte.weight") || name.ends_with("wpe.weight");

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use zoo_gguf::{GgufError, GgufFile};
+use zoo_gguf::{GgufError, GgufFile, TensorNames};
 use zoo_nn::chat::{ChatError, ChatFormat, Template, TemplateFormat};
 use zoo_nn::quant::{QMatrix, QType, Storage, WeightFormat};
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
@@ -442,35 +442,26 @@ fn unpermute_rows(m: &QMatrix, heads: usize) -> Result<QMatrix, String> {
     QMatrix::new(m.qtype(), rows, m.cols(), Storage::Owned(out)).map_err(|e| e.to_string())
 }
 
-/// GGUF tensor names to HF names (`None` for names the model does not know).
-fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(n) = fixed {
-        return Some(n.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (i, rest) = rest.split_once('.')?;
-    let i: usize = i.parse().ok()?;
-    let (part, suffix) = rest.split_once('.')?;
-    let hf = match part {
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{i}.{hf}.{suffix}"))
-}
+/// GGUF tensor names to HF names.
+const NAMES: TensorNames = TensorNames {
+    fixed: &[
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ],
+    blocks: &[
+        ("attn_norm", "input_layernorm"),
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_norm", "post_attention_layernorm"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+    ],
+    layers: "model.layers",
+};
 
 /// Loads a GGUF LLaMA file onto `device`, its matrices kept as the file stores them.
 pub fn load_gguf<B: Backend>(
@@ -510,7 +501,9 @@ fn load_gguf_file<B: Backend>(
     };
     for info in file.tensors() {
         // Unknown names keep their GGUF name, so the strict check reports them.
-        let name = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
+        let name = NAMES
+            .checkpoint_name(&info.name)
+            .unwrap_or_else(|| info.name.clone());
         let heads = if info.name.contains(".attn_q.") {
             Some(h)
         } else if info.name.contains(".attn_k.") {
@@ -640,9 +633,9 @@ mod tests {
         let permuted = vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
         assert_eq!(unpermute(&permuted, 8, 1, 2), original);
         assert_eq!(
-            hf_name("blk.3.ffn_down.weight").as_deref(),
+            NAMES.checkpoint_name("blk.3.ffn_down.weight").as_deref(),
             Some("model.layers.3.mlp.down_proj.weight")
         );
-        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+        assert_eq!(NAMES.checkpoint_name("blk.x.attn_q.weight"), None);
     }
 }

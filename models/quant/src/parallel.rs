@@ -40,51 +40,90 @@ pub(crate) fn matmul(m: &QMatrix, kernel: TileFn, cb: usize, x: &[f32], n: usize
     } else {
         (act_rows_fit / cb * cb).max(cb)
     };
-    let act_chunks = n.div_ceil(act_chunk);
-
-    // Row chunks: several tiles per thread, handed out dynamically, so that the calling thread
-    // absorbs the work of a helper that wakes late (and uneven threads balance); at least 16
-    // rows each so that a tile amortises its setup.
     let parallel = threads > 1 && work >= SERIAL_WORK;
-    let row_chunks_wanted = if parallel {
-        (threads * TILES_PER_THREAD)
-            .div_ceil(act_chunks)
-            .min(rows / 16)
-            .max(1)
-    } else {
-        1
-    };
-    let row_chunk = rows
-        .div_ceil(row_chunks_wanted)
-        .next_multiple_of(8)
-        .min(rows);
-    let row_chunks = rows.div_ceil(row_chunk);
-    let tasks = row_chunks * act_chunks;
+    let grid = Grid::new(rows, n, act_chunk, 8, parallel.then_some(threads));
 
     let out = OutPtr(y.as_mut_ptr());
     let act = &act;
     let out = &out;
     let run = |t: usize| {
-        let (ac, rc) = (t / row_chunks, t % row_chunks);
-        let r0 = rc * row_chunk;
-        let r1 = (r0 + row_chunk).min(rows);
-        let c0 = ac * act_chunk;
-        let c1 = (c0 + act_chunk).min(n);
+        let (r, c) = grid.tile(t);
         let tile = Tile {
-            w: &bytes[r0 * row_bytes..r1 * row_bytes],
+            w: &bytes[r.start * row_bytes..r.end * row_bytes],
             row_bytes,
-            rows: r1 - r0,
+            rows: r.len(),
             act,
-            acts: c0..c1,
-            // SAFETY: in bounds of y (c0 < n, r0 < rows).
-            out: unsafe { out.0.add(c0 * rows + r0) },
+            // SAFETY: in bounds of y (c.start < n, r.start < rows).
+            out: unsafe { out.0.add(c.start * rows + r.start) },
+            acts: c,
             out_stride: rows,
         };
         // SAFETY: the tile's rectangle of y is valid and written by this task only; the kernel
         // set is available (checked by the caller).
         unsafe { kernel(&tile) };
     };
-    run_tasks(tasks, if parallel { threads } else { 1 }, &run);
+    run_tasks(grid.tasks(), if parallel { threads } else { 1 }, &run);
+}
+
+/// A product split into tiles: row chunks × activation chunks, one task each.
+struct Grid {
+    rows: usize,
+    n: usize,
+    row_chunk: usize,
+    row_chunks: usize,
+    act_chunk: usize,
+    act_chunks: usize,
+}
+
+impl Grid {
+    /// Activation rows in chunks of `act_chunk`; weight rows in chunks that are a multiple of
+    /// `row_align`. Run on `threads` (`None`: serially), there are several tiles per thread,
+    /// handed out dynamically, so that the calling thread absorbs the work of a helper that
+    /// wakes late (and uneven threads balance); at least 16 rows each so that a tile amortises
+    /// its setup.
+    fn new(
+        rows: usize,
+        n: usize,
+        act_chunk: usize,
+        row_align: usize,
+        threads: Option<usize>,
+    ) -> Self {
+        let act_chunks = n.div_ceil(act_chunk);
+        let row_chunks_wanted = match threads {
+            Some(threads) => (threads * TILES_PER_THREAD)
+                .div_ceil(act_chunks)
+                .min(rows / 16)
+                .max(1),
+            None => 1,
+        };
+        let row_chunk = rows
+            .div_ceil(row_chunks_wanted)
+            .next_multiple_of(row_align)
+            .min(rows);
+        Self {
+            rows,
+            n,
+            row_chunk,
+            row_chunks: rows.div_ceil(row_chunk),
+            act_chunk,
+            act_chunks,
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.row_chunks * self.act_chunks
+    }
+
+    /// Task `t`'s weight rows and activation rows.
+    fn tile(&self, t: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (ac, rc) = (t / self.row_chunks, t % self.row_chunks);
+        let r0 = rc * self.row_chunk;
+        let c0 = ac * self.act_chunk;
+        (
+            r0..(r0 + self.row_chunk).min(self.rows),
+            c0..(c0 + self.act_chunk).min(self.n),
+        )
+    }
 }
 
 /// Activation rows per tile of the panel kernels at most: their packed activations for one
@@ -120,50 +159,31 @@ pub(crate) fn matmul_exact(m: &QMatrix, k: ExactKernels, x: &[f32], n: usize, y:
     } else {
         Vec::new()
     };
-    let act_chunks = n.div_ceil(act_max);
-    let act_chunk = n.div_ceil(act_chunks).next_multiple_of(act_align);
-    let act_chunks = n.div_ceil(act_chunk);
-    let row_chunks_wanted = if parallel {
-        (threads * TILES_PER_THREAD)
-            .div_ceil(act_chunks)
-            .min(rows / 16)
-            .max(1)
-    } else {
-        1
-    };
-    let row_chunk = rows
-        .div_ceil(row_chunks_wanted)
-        .next_multiple_of(row_align)
-        .min(rows);
-    let row_chunks = rows.div_ceil(row_chunk);
-    let tasks = row_chunks * act_chunks;
+    let act_chunk = n.div_ceil(n.div_ceil(act_max)).next_multiple_of(act_align);
+    let grid = Grid::new(rows, n, act_chunk, row_align, parallel.then_some(threads));
 
     let out = OutPtr(y.as_mut_ptr());
     let out = &out;
     let (xp, xs) = (&xp[..], &xs[..]);
     let run = |t: usize| {
-        let (ac, rc) = (t / row_chunks, t % row_chunks);
-        let r0 = rc * row_chunk;
-        let r1 = (r0 + row_chunk).min(rows);
-        let c0 = ac * act_chunk;
-        let c1 = (c0 + act_chunk).min(n);
+        let (r, c) = grid.tile(t);
         let tile = XTile {
-            w: &bytes[r0 * row_bytes..r1 * row_bytes],
+            w: &bytes[r.start * row_bytes..r.end * row_bytes],
             row_bytes,
-            rows: r1 - r0,
+            rows: r.len(),
             cols,
             x,
             xp,
             xs,
-            acts: c0..c1,
-            // SAFETY: in bounds of y (c0 < n, r0 < rows).
-            out: unsafe { out.0.add(c0 * rows + r0) },
+            // SAFETY: in bounds of y (c.start < n, r.start < rows).
+            out: unsafe { out.0.add(c.start * rows + r.start) },
+            acts: c,
             out_stride: rows,
         };
         // SAFETY: as in `matmul`.
         unsafe { kernel(&tile) };
     };
-    run_tasks(tasks, if parallel { threads } else { 1 }, &run);
+    run_tasks(grid.tasks(), if parallel { threads } else { 1 }, &run);
 }
 
 /// `x` (`[n, cols]`) transposed in groups of `lanes` rows: `[⌈n/lanes⌉][cols][lanes]`, the
