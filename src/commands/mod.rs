@@ -124,8 +124,9 @@ pub struct WeightArgs {
     #[arg(long)]
     pub quantize: Option<String>,
     /// CPU backends: quantize activations to 8 bits per block before block-format products,
-    /// as llama.cpp does (llama.cpp's numbers, faster prefill); by default the products are
-    /// exact for the stored weights, as on a GPU.
+    /// as llama.cpp does (llama.cpp's numbers; faster decode of large models, e.g. LLaMA-2-7B
+    /// q4_0 7.5 vs 5.4 tok/s on 2 Zen 4 cores); by default the products are exact for the
+    /// stored weights, as on a GPU.
     #[arg(long)]
     pub int8_activations: bool,
 }

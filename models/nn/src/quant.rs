@@ -43,8 +43,8 @@ pub struct WeightFormat {
     /// An untied LM head.
     pub head: Option<QType>,
     /// On the CPU backends, quantize the activations to 8 bits per block before each product
-    /// with a block-format matrix, as llama.cpp does (faster prefill, llama.cpp's exact
-    /// numbers); by default the product is the exact `x · Wᵀ` of the stored weights, as on the
+    /// with a block-format matrix, as llama.cpp does (llama.cpp's exact numbers; faster
+    /// memory-bound decode of large models); by default the product is the exact `x · Wᵀ` of the stored weights, as on the
     /// GPU backends.
     pub int8_activations: bool,
 }
