@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use zoo_catalog::compare::{self, gb, kib, thousands, Comparison, DOC_MODELS};
+use zoo_catalog::compare::{self, gb, kib, thousands, Comparison, DOC_MODELS, SURVEY_MODELS};
 use zoo_catalog::Catalog;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -213,6 +213,24 @@ fn write_doc(catalog: &Catalog, dir: &Path) -> Result<(), Box<dyn std::error::Er
     )?;
     writeln!(d)?;
     writeln!(d, "The width being equal, the per-token compute of the blocks (2·N = {}) is the same; what separates the two is the objective and the plumbing around the blocks: GPT-2 is causal, pre-LN, tanh-GELU, with a larger byte-level vocabulary and a tied LM head; BERT is bidirectional, post-LN, erf-GELU, with token types and a pooler.", compare::flops(2 * gp.breakdown.block_matrices))?;
+
+    // The rest of the survey beside LLaMA and ChatGLM.
+    let survey = comparisons(catalog, &SURVEY_MODELS)?;
+    writeln!(d)?;
+    writeln!(
+        d,
+        "## The rest of the survey: OPT, BLOOM, MOSS and T5 beside LLaMA and ChatGLM"
+    )?;
+    writeln!(d)?;
+    writeln!(d, "```sh")?;
+    writeln!(d, "zoo compare {} --markdown", SURVEY_MODELS.join(" "))?;
+    writeln!(d, "```")?;
+    writeln!(d)?;
+    write!(d, "{}", compare::to_markdown(&survey))?;
+    writeln!(d)?;
+    let (o, b, m, t) = (&survey[0], &survey[1], &survey[2], &survey[5]);
+    writeln!(d, "The 7B-class decoders differ mostly outside the blocks: BLOOM's 250,880-row multilingual vocabulary puts {} parameters in its embedding (OPT: {}), so BLOOM gains least from INT4 ({} against OPT's {}). Positions are the survey's four schemes side by side: OPT's learned table (with its offset of 2), BLOOM's ALiBi (no table, no maximum), MOSS's partial interleaved RoPE (64 of 256 channels per head) and T5's relative buckets. MOSS (16B) needs {} at fp16 and {} at INT4, hence its \"one 3090 when precision matters less\". An encoder-decoder token counts twice (see ¹ and ³): Flan-T5-base's {} per token are one encoder and one decoder token.",
+        thousands(b.breakdown.embedding), thousands(o.breakdown.embedding), gb(b.weight_bytes.int4), gb(o.weight_bytes.int4), gb(m.weight_bytes.fp16), gb(m.weight_bytes.int4), compare::flops(t.flops_per_token.unwrap_or(0)))?;
 
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("compare.md"), d)?;

@@ -15,6 +15,12 @@
 //!   under 0.1 %, group-128 scales about 3 % at int4).
 //! - **KV cache** per token: `kv_heads × head_dim × 2 (K and V) × layers × bytes`, at fp16;
 //!   encoders (BERT) and word vectors keep no cache.
+//! - **Encoder-decoders (T5)**: a "token" is one encoder token plus one decoder token. `N`
+//!   holds both stacks' matrices (the decoder's cross-attention included) and the attention
+//!   term counts the encoder's self-attention, the decoder's self-attention and its
+//!   cross-attention over an encoder input of the same `n_ctx`; the KV cache holds, per
+//!   token, the decoder's self-attention K/V and the cross-attention K/V of one encoder
+//!   position.
 
 use std::fmt::Write as _;
 
@@ -29,13 +35,13 @@ use crate::schema::{
 pub const KV_BYTES_PER_ELEMENT: u64 = 2;
 
 /// The FLOPs formula, as printed in footnotes and JSON.
-pub const FLOPS_FORMULA: &str = "FLOPs/token (forward) = 2·N + 2·n_layer·n_ctx·d_attn (Kaplan et al. 2020, eq. 2.2): N = weight-matrix parameters of the transformer blocks (attention q/k/v/o and MLP; no embeddings, biases, norms or LM head), d_attn = heads × head_dim, n_ctx = the model's full context; the LM-head matmul 2·d_model·n_vocab of causal models is not included";
+pub const FLOPS_FORMULA: &str = "FLOPs/token (forward) = 2·N + 2·n_layer·n_ctx·d_attn (Kaplan et al. 2020, eq. 2.2): N = weight-matrix parameters of the transformer blocks (attention q/k/v/o and MLP; no embeddings, biases, norms or LM head), d_attn = heads × head_dim, n_ctx = the model's full context; the LM-head matmul 2·d_model·n_vocab of causal models is not included; an encoder-decoder (T5) token is one encoder token plus one decoder token, N covers both stacks and n_layer counts encoder self-attention, decoder self-attention and cross-attention layers";
 
 /// The quantisation assumption, as printed in footnotes and JSON.
 pub const QUANT_ASSUMPTION: &str = "int8 / int4 = the weight matrices of the transformer blocks at 1 / 0.5 byte per weight, everything else (token and position embeddings, LM head, BERT pooler, norms, biases) at fp16, as ChatGLM-6B's quantization.py, bitsandbytes and GPTQ do; quantisation scales not counted (per-row fp16 scales add < 0.1 %, group-128 scales ≈ 3 % at int4)";
 
 /// The KV-cache formula, as printed in footnotes and JSON.
-pub const KV_FORMULA: &str = "KV cache = kv_heads × head_dim × 2 (K and V) × layers × 2 bytes (fp16) per token; encoders (BERT) and word vectors keep no KV cache";
+pub const KV_FORMULA: &str = "KV cache = kv_heads × head_dim × 2 (K and V) × layers × 2 bytes (fp16) per token; encoders (BERT) and word vectors keep no KV cache; an encoder-decoder (T5) keeps the decoder's self-attention K/V per decoder token and the cross-attention K/V per encoder token, both counted per token";
 
 /// Where a model's parameters sit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -122,8 +128,13 @@ pub struct Comparison {
     pub published_parameters: Option<u64>,
     /// Where the parameters sit.
     pub breakdown: ParamCount,
-    /// Transformer blocks.
+    /// Transformer blocks (the encoder's, for an encoder-decoder).
     pub layers: Option<u64>,
+    /// Decoder blocks of an encoder-decoder.
+    pub decoder_layers: Option<u64>,
+    /// Attention layers one token passes through (= `layers`; T5: encoder self-attention,
+    /// decoder self-attention and cross-attention), the `n_layer` of the FLOPs' attention term.
+    pub attention_layers: Option<u64>,
     /// Model width (vector size for word vectors).
     pub hidden: u64,
     /// Query heads.
@@ -161,7 +172,7 @@ pub struct Comparison {
 impl Comparison {
     /// Forward FLOPs per token with `n_ctx` tokens of context (Kaplan's formula).
     pub fn flops_per_token_at(&self, n_ctx: u64) -> Option<u64> {
-        let (layers, heads, hd) = (self.layers?, self.heads?, self.head_dim?);
+        let (layers, heads, hd) = (self.attention_layers?, self.heads?, self.head_dim?);
         Some(2 * self.breakdown.block_matrices + 2 * layers * n_ctx * heads * hd)
     }
 
@@ -310,6 +321,73 @@ fn count_bert(e: &ModelEntry, s: &Stack) -> Result<ParamCount, CatalogError> {
     Ok(p)
 }
 
+/// OPT: learned positions with 2 extra rows, q/k/v/o and fc1/fc2 with biases, tied head; the
+/// token table `embed_dim` wide with bias-free `project_in` / `project_out` when that differs
+/// from the width (opt-350m); a final LayerNorm only in pre-LN models.
+fn count_opt(e: &ModelEntry, s: &Stack) -> Result<ParamCount, CatalogError> {
+    let c = &e.config;
+    let positions = need(&e.id, "max_positions", c.max_positions)? + c.position_offset.unwrap_or(0);
+    let pre = c.norm_position != Some(NormPosition::Post);
+    let mut p = s.count(pre);
+    let embed = c.embed_dim.unwrap_or(s.d);
+    p.embedding = s.vocab * embed + positions * s.d;
+    if embed != s.d {
+        p.embedding += 2 * embed * s.d;
+    }
+    if !s.tied {
+        p.lm_head = s.vocab * embed;
+    }
+    Ok(p)
+}
+
+/// BLOOM: ALiBi (no position table), a LayerNorm after the token embedding, fused
+/// `query_key_value` with bias, GELU MLP with biases, pre-LN, tied head.
+fn count_bloom(e: &ModelEntry, s: &Stack) -> ParamCount {
+    let mut p = s.count(true);
+    if e.config.embedding_norm == Some(true) {
+        p.embedding += s.norm_params();
+    }
+    p
+}
+
+/// CodeGen / MOSS: one LayerNorm per block feeding attention and MLP in parallel, bias-free
+/// `qkv_proj` and `out_proj` (so `linear_bias` stands for the MLP's biases only), an untied
+/// LM head with a bias.
+fn count_codegen(e: &ModelEntry, s: &Stack) -> ParamCount {
+    let mut p = s.count(true);
+    if e.config.parallel_block == Some(true) {
+        p.block_vectors -= s.layers * s.norm_params();
+    }
+    if s.linear_bias {
+        // `out_proj` has no bias: the Stack counted one.
+        p.block_vectors -= s.layers * s.d;
+    }
+    if e.config.lm_head_bias == Some(true) {
+        p.lm_head += s.vocab;
+    }
+    p
+}
+
+/// T5: a shared token table, `layers` encoder blocks (self-attention, MLP, two RMS norms) and
+/// `decoder_layers` decoder blocks (self-attention, cross-attention, MLP, three norms), a final
+/// norm per stack, one relative-position bias table (`buckets × heads`) per stack (counted
+/// with the embeddings), no biases; the LM head tied or not.
+fn count_t5(e: &ModelEntry, s: &Stack) -> Result<ParamCount, CatalogError> {
+    let dec = need(&e.id, "decoder_layers", e.config.decoder_layers)?;
+    let buckets = need(&e.id, "relative_buckets", e.config.relative_buckets)?;
+    let attn = 4 * s.d * s.d_attn();
+    let enc_block = s.block_matrices();
+    Ok(ParamCount {
+        embedding: s.vocab * s.d + 2 * buckets * s.heads,
+        block_matrices: s.layers * enc_block + dec * (enc_block + attn),
+        block_vectors: s.layers * 2 * s.norm_params()
+            + dec * 3 * s.norm_params()
+            + 2 * s.norm_params(),
+        lm_head: if s.tied { 0 } else { s.vocab * s.d },
+        pooler: 0,
+    })
+}
+
 /// LLaMA: rotary (no position table), GQA q/k/v/o without biases, SwiGLU, RMSNorm, head tied
 /// or not.
 fn count_llama(s: &Stack) -> ParamCount {
@@ -337,6 +415,17 @@ pub const DOC_MODELS: [&str; 8] = [
     "bert-base-uncased",
 ];
 
+/// The models of `docs/compare.md`'s second table: the survey's other families beside LLaMA
+/// and ChatGLM.
+pub const SURVEY_MODELS: [&str; 6] = [
+    "opt-6.7b",
+    "bloom-7b1",
+    "moss-moon-003-sft",
+    "llama-2-7b",
+    "chatglm-6b",
+    "flan-t5-base",
+];
+
 /// Counts an entry's parameters from its config, per family.
 pub fn parameter_count(e: &ModelEntry) -> Result<ParamCount, CatalogError> {
     let c = &e.config;
@@ -354,6 +443,12 @@ pub fn parameter_count(e: &ModelEntry) -> Result<ParamCount, CatalogError> {
         Architecture::Bert => count_bert(e, &Stack::read(&e.id, c)?),
         Architecture::Llama => Ok(count_llama(&Stack::read(&e.id, c)?)),
         Architecture::Chatglm | Architecture::Glm => Ok(count_glm(&Stack::read(&e.id, c)?)),
+        Architecture::Opt => count_opt(e, &Stack::read(&e.id, c)?),
+        Architecture::Bloom => Ok(count_bloom(e, &Stack::read(&e.id, c)?)),
+        Architecture::Codegen | Architecture::Moss => Ok(count_codegen(e, &Stack::read(&e.id, c)?)),
+        // Learned positions, q/k/v without bias, out_proj and MLP with bias: GPT-2's count.
+        Architecture::GptNeo => count_gpt2(e, &Stack::read(&e.id, c)?),
+        Architecture::T5 => count_t5(e, &Stack::read(&e.id, c)?),
     }
 }
 
@@ -367,6 +462,12 @@ fn family_label(e: &ModelEntry) -> String {
         }
         Architecture::Chatglm => "ChatGLM2/3 (decoder)".into(),
         Architecture::Glm => "GLM-4 (decoder)".into(),
+        Architecture::Opt => "OPT (decoder)".into(),
+        Architecture::Bloom => "BLOOM (decoder)".into(),
+        Architecture::Codegen => "CodeGen (decoder, parallel blocks)".into(),
+        Architecture::Moss => "MOSS (CodeGen decoder)".into(),
+        Architecture::GptNeo => "GPT-Neo (decoder, local + global)".into(),
+        Architecture::T5 => "T5 (encoder-decoder)".into(),
         Architecture::Word2vec => "word2vec (word vectors)".into(),
         Architecture::Glove => "GloVe (word vectors)".into(),
         Architecture::Tokenizer => "tokenizer".into(),
@@ -383,7 +484,15 @@ fn positional_label(c: &ArchConfig) -> String {
         _ => String::new(),
     };
     match c.positional {
-        Some(Positional::Learned) => "learned absolute".into(),
+        Some(Positional::Learned) => match c.position_offset {
+            Some(o) if o > 0 => format!("learned absolute (offset {o})"),
+            _ => "learned absolute".into(),
+        },
+        Some(Positional::Alibi) => "ALiBi (linear bias by distance)".into(),
+        Some(Positional::Relative) => match c.relative_buckets {
+            Some(b) => format!("relative buckets ({b}, per-head bias)"),
+            None => "relative buckets".into(),
+        },
         Some(Positional::RopeHalf) => format!("RoPE (half-split{part}{theta})"),
         Some(Positional::RopeInterleaved) => format!("RoPE (interleaved{part}{theta})"),
         Some(Positional::Rope2d) => format!("2-D RoPE (position + block{theta})"),
@@ -457,6 +566,16 @@ pub fn compare(e: &ModelEntry) -> Result<Comparison, CatalogError> {
     let c = &e.config;
     let vectors = matches!(e.architecture, Architecture::Word2vec | Architecture::Glove);
     let causal = !vectors && e.architecture != Architecture::Bert;
+    let decoder_layers = if e.architecture.is_encoder_decoder() {
+        c.decoder_layers
+    } else {
+        None
+    };
+    // Layers whose attention a token passes through, and whose K/V a token leaves behind.
+    let (attention_layers, kv_layers) = match decoder_layers {
+        Some(dec) => (c.layers.map(|l| l + 2 * dec), Some(2 * dec)),
+        None => (c.layers, c.layers),
+    };
     let hidden = need(&e.id, "hidden_size", c.hidden_size)?;
     let vocab = need(&e.id, "vocab_size", c.vocab_size)?;
     let context = if vectors { None } else { e.context_length };
@@ -464,7 +583,7 @@ pub fn compare(e: &ModelEntry) -> Result<Comparison, CatalogError> {
         (None, None)
     } else {
         let hd = c.head_size();
-        let kv = match (causal, c.kv_heads, hd, c.layers) {
+        let kv = match (causal, c.kv_heads, hd, kv_layers) {
             (true, Some(kv), Some(hd), Some(l)) => Some(kv * hd * 2 * l * KV_BYTES_PER_ELEMENT),
             _ => None,
         };
@@ -480,12 +599,17 @@ pub fn compare(e: &ModelEntry) -> Result<Comparison, CatalogError> {
         published_parameters: e.parameters,
         breakdown,
         layers: if vectors { None } else { c.layers },
+        decoder_layers,
+        attention_layers: if vectors { None } else { attention_layers },
         hidden,
         heads: if vectors { None } else { c.heads },
         kv_heads: if vectors { None } else { c.kv_heads },
         head_dim,
         attention: match (c.heads, c.kv_heads) {
-            (Some(h), Some(kv)) if !vectors && kv > 0 => Some(attention_label(h, kv)),
+            (Some(h), Some(kv)) if !vectors && kv > 0 => Some(match c.local_window {
+                Some(w) => format!("{}, local window {w} / global", attention_label(h, kv)),
+                None => attention_label(h, kv),
+            }),
             _ => None,
         },
         intermediate: if vectors { None } else { c.intermediate_size },
@@ -574,7 +698,10 @@ pub fn table_rows(models: &[Comparison]) -> Vec<(String, Vec<String>)> {
                 None => "—".into(),
             },
         ),
-        row("layers", &|m| opt(m.layers)),
+        row("layers", &|m| match m.decoder_layers {
+            Some(dec) => format!("{} + {dec} (enc + dec)", opt(m.layers)),
+            None => opt(m.layers),
+        }),
         row("hidden", &|m| thousands(m.hidden)),
         row("heads / kv heads", &|m| match (m.heads, m.kv_heads) {
             (Some(h), Some(kv)) => {
@@ -1029,7 +1156,7 @@ mod tests {
             assert_eq!(Some(m.parameters), e.parameters, "{}", e.id);
             checked += 1;
         }
-        assert_eq!(checked, 21);
+        assert_eq!(checked, 37);
     }
 
     #[test]

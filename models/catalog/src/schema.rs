@@ -79,6 +79,20 @@ pub enum Architecture {
     Glm,
     /// THUDM ChatGLM-6B / ChatGLM2-6B / ChatGLM3-6B layout (crate zoo-glm).
     Chatglm,
+    /// Meta's OPT (crate zoo-opt).
+    Opt,
+    /// BigScience's BLOOM and BLOOMZ (crate zoo-bloom).
+    Bloom,
+    /// Salesforce's CodeGen (crate zoo-codegen).
+    Codegen,
+    /// Fudan's MOSS: the CodeGen architecture with its own checkpoint and chat format
+    /// (crate zoo-codegen).
+    Moss,
+    /// EleutherAI's GPT-Neo and LaMini-Neo (crate zoo-gptneo).
+    #[serde(rename = "gpt_neo")]
+    GptNeo,
+    /// Google's T5 and Flan-T5, LaMini-Flan-T5: the encoder-decoder branch (crate zoo-t5).
+    T5,
     /// word2vec word vectors (crate zoo-word2vec).
     Word2vec,
     /// GloVe word vectors, used through the word2vec commands.
@@ -96,6 +110,12 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Glm => "glm",
             Architecture::Chatglm => "chatglm",
+            Architecture::Opt => "opt",
+            Architecture::Bloom => "bloom",
+            Architecture::Codegen => "codegen",
+            Architecture::Moss => "moss",
+            Architecture::GptNeo => "gpt_neo",
+            Architecture::T5 => "t5",
             Architecture::Word2vec => "word2vec",
             Architecture::Glove => "glove",
             Architecture::Tokenizer => "tokenizer",
@@ -111,7 +131,19 @@ impl Architecture {
                 | Architecture::Llama
                 | Architecture::Glm
                 | Architecture::Chatglm
+                | Architecture::Opt
+                | Architecture::Bloom
+                | Architecture::Codegen
+                | Architecture::Moss
+                | Architecture::GptNeo
+                | Architecture::T5
         )
+    }
+
+    /// Whether the family is an encoder-decoder (T5): `layers` counts the encoder's blocks and
+    /// `decoder_layers` the decoder's.
+    pub fn is_encoder_decoder(self) -> bool {
+        self == Architecture::T5
     }
 }
 
@@ -133,6 +165,7 @@ pub const KNOWN_TEMPLATES: &[&str] = &[
     "chatglm2",
     "chatglm3",
     "glm4",
+    "moss",
 ];
 
 /// How positions enter the model.
@@ -148,6 +181,11 @@ pub enum Positional {
     /// ChatGLM-6B's 2-D rotary: two halves of each head, two position rows.
     #[serde(rename = "rope-2d")]
     Rope2d,
+    /// ALiBi: a per-head linear bias on the attention scores by key distance (BLOOM).
+    Alibi,
+    /// T5's relative position buckets: a learned bias per bucket and head, owned by the first
+    /// layer of each stack (bidirectional in the encoder, causal in the decoder).
+    Relative,
     /// No position information (word vectors).
     None,
 }
@@ -258,6 +296,31 @@ pub struct ArchConfig {
     /// Element type of the published checkpoint (`float32`, `float16`, `bfloat16`, `q4_1`…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
+    /// Width of the token embedding when it is not `hidden_size` (OPT-350m's
+    /// `word_embed_proj_dim`, with bias-free `project_in` / `project_out` around the blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_dim: Option<u64>,
+    /// Extra rows of a learned position table (OPT's offset of 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_offset: Option<u64>,
+    /// A LayerNorm right after the token embedding (BLOOM's `word_embeddings_layernorm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_norm: Option<bool>,
+    /// Attention and MLP in parallel from one norm per block (CodeGen, GPT-J).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_block: Option<bool>,
+    /// A bias on the LM head (CodeGen, MOSS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_head_bias: Option<bool>,
+    /// Local (sliding-window) attention span of the local layers (GPT-Neo's `window_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_window: Option<u64>,
+    /// Decoder blocks of an encoder-decoder (`num_decoder_layers`); `layers` is the encoder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_layers: Option<u64>,
+    /// Relative-position buckets (T5's `relative_attention_num_buckets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_buckets: Option<u64>,
 }
 
 impl ArchConfig {

@@ -2,7 +2,7 @@
 //!
 //! Regenerate with `cargo run --release -p zoo-catalog --example compare -- --doc docs`.
 
-use zoo_catalog::compare::{compare, memory_svg, to_markdown, DOC_MODELS};
+use zoo_catalog::compare::{compare, memory_svg, to_markdown, DOC_MODELS, SURVEY_MODELS};
 use zoo_catalog::{Catalog, EMBEDDED_CATALOG};
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs");
@@ -20,6 +20,16 @@ fn docs_are_current() {
     assert!(
         doc.contains(&to_markdown(&models)),
         "docs/compare.md is stale: regenerate it (see this file's header)"
+    );
+    let survey: Vec<_> = SURVEY_MODELS
+        .iter()
+        .map(|id| compare(catalog.get(id).unwrap()).unwrap())
+        .collect();
+    let command = format!("zoo compare {} --markdown", SURVEY_MODELS.join(" "));
+    assert!(doc.contains(&command), "docs/compare.md lacks `{command}`");
+    assert!(
+        doc.contains(&to_markdown(&survey)),
+        "docs/compare.md's survey table is stale: regenerate it"
     );
     let svg = std::fs::read_to_string(format!("{DOCS}/memory.svg")).unwrap();
     assert_eq!(svg, memory_svg(&models, 0), "docs/memory.svg is stale");
