@@ -15,6 +15,7 @@ mod glm_tokenizer;
 mod gpt2;
 mod llama;
 mod measure;
+mod opt;
 mod pipeline;
 mod quant;
 mod real_weights;
