@@ -8,6 +8,7 @@
 mod common;
 
 mod bert;
+mod bloom;
 mod cli;
 mod glm_golden;
 mod glm_parity;
