@@ -14,6 +14,7 @@ mod glm_golden;
 mod glm_parity;
 mod glm_tokenizer;
 mod gpt2;
+mod gpt_neo;
 mod llama;
 mod measure;
 mod opt;
