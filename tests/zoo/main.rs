@@ -9,6 +9,7 @@ mod common;
 
 mod bert;
 mod cli;
+mod codegen;
 mod glm_golden;
 mod glm_parity;
 mod glm_tokenizer;
