@@ -10,7 +10,9 @@ use burn::tensor::{backend::Backend, Tensor};
 use zoo_backends::BackendKind;
 use zoo_codegen::{load, load_with, open, CodeGen, CodeGenConfig, CodeGenError};
 use zoo_nn::weights::{WeightError, Weights};
-use zoo_nn::{generate, ids_tensor, CausalLm, Logits, Message, QType, Sampler, Sampling, WeightFormat};
+use zoo_nn::{
+    generate, ids_tensor, CausalLm, Logits, Message, QType, Sampler, Sampling, WeightFormat,
+};
 
 use crate::common::{ids, json, max_abs_diff};
 
@@ -59,17 +61,27 @@ fn check<B: Backend>(
 ) -> f32 {
     let logits = full_logits(model, &r.prompt, device);
     let diff = max_abs_diff(&logits, &r.logits);
-    assert!(diff < tol, "{label}: logits differ by {diff} (tolerance {tol})");
+    assert!(
+        diff < tol,
+        "{label}: logits differ by {diff} (tolerance {tol})"
+    );
 
     let mut sampler = Sampler::new(Sampling::greedy());
-    let new = generate(model, &r.prompt, r.greedy.len(), &mut sampler, &[], |_| true).unwrap();
+    let new = generate(model, &r.prompt, r.greedy.len(), &mut sampler, &[], |_| {
+        true
+    })
+    .unwrap();
     assert_eq!(new, r.greedy, "{label}: greedy tokens");
 
     // Prefill 4 tokens, then one at a time: the same logits as the full pass.
     let mut cache = model.new_cache(1, r.prompt.len());
     let mut inc = rows(
         model
-            .forward_cached(ids_tensor::<B>(&r.prompt[..4], device), &mut cache, Logits::All)
+            .forward_cached(
+                ids_tensor::<B>(&r.prompt[..4], device),
+                &mut cache,
+                Logits::All,
+            )
             .unwrap(),
     );
     for &id in &r.prompt[4..] {
@@ -79,7 +91,10 @@ fn check<B: Backend>(
         inc.extend(rows(out));
     }
     let step = max_abs_diff(&inc, &logits);
-    assert!(step < tol, "{label}: cached decoding differs from the full pass by {step}");
+    assert!(
+        step < tol,
+        "{label}: cached decoding differs from the full pass by {step}"
+    );
     eprintln!("{label}: max |logit - transformers| = {diff:.2e}, cached vs full {step:.2e}");
     diff
 }
@@ -96,7 +111,13 @@ impl Parity {
             let (config, model) = load::<B>(&dir(name), &device).unwrap();
             assert_eq!(config.is_moss(), name == "moss");
             assert_eq!((config.head_dim(), config.rotary()), (8, 4));
-            check(&format!("{name} on {backend}"), &model, &reference(name), tol, &device);
+            check(
+                &format!("{name} on {backend}"),
+                &model,
+                &reference(name),
+                tol,
+                &device,
+            );
         }
         // Weights kept in f16 and in Q8_0 (the split q/k/v too): close to the f32 logits.
         // f16 rounds each weight by ≤ 2⁻¹¹ relative, Q8_0 by ≤ amax/254 of its block of 32;
@@ -112,11 +133,22 @@ impl Parity {
             let want = format.matrices.unwrap().name();
             for dense in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
                 // Kept as `want` on the host, unpacked on the GPU backends.
-                assert!([want, "packed"].contains(&dense.format()), "{}", dense.format());
+                assert!(
+                    [want, "packed"].contains(&dense.format()),
+                    "{}",
+                    dense.format()
+                );
             }
             let diff = max_abs_diff(&full_logits(&model, &r.prompt, &device), &r.logits);
-            eprintln!("tiny as {} on {backend}: max |logit diff| = {diff:.2e}", format.describe());
-            assert!(diff < bound, "{}: logits differ by {diff}", format.describe());
+            eprintln!(
+                "tiny as {} on {backend}: max |logit diff| = {diff:.2e}",
+                format.describe()
+            );
+            assert!(
+                diff < bound,
+                "{}: logits differ by {diff}",
+                format.describe()
+            );
         }
     }
 }
@@ -141,11 +173,20 @@ fn moss_chat_prompt_and_tokenizer_match_transformers() {
     ];
     let format = generator.chat_format().unwrap();
     assert_eq!(format.name(), "moss");
-    assert_eq!(format.prompt_text(&messages).unwrap().as_deref(), Some(text));
-    assert_eq!(generator.chat_prompt(&messages).unwrap(), ids(&v["chat_ids"]));
+    assert_eq!(
+        format.prompt_text(&messages).unwrap().as_deref(),
+        Some(text)
+    );
+    assert_eq!(
+        generator.chat_prompt(&messages).unwrap(),
+        ids(&v["chat_ids"])
+    );
     // <eom> from added_tokens.json is both the config's eos and the format's stop id.
     let eom = v["eom"].as_u64().unwrap() as u32;
-    assert_eq!(generator.tokenizer.as_ref().unwrap().token_id("<eom>"), Some(eom));
+    assert_eq!(
+        generator.tokenizer.as_ref().unwrap().token_id("<eom>"),
+        Some(eom)
+    );
     assert_eq!(generator.chat_stop_ids(), vec![eom]);
     assert_eq!(generator.eos_ids, vec![eom]);
 
@@ -181,7 +222,7 @@ impl BadLoads {
             }
             other => panic!("expected a missing tensor, got {other:?}"),
         }
-        // A wrong MLP width: a shape error naming the tensor.
+        // A wrong MLP width: a shape error naming the tensor (fc_in's bias is read first).
         let wrong = CodeGenConfig {
             n_inner: Some(32),
             ..config.clone()
@@ -192,8 +233,8 @@ impl BadLoads {
                 expected,
                 found,
             }) => {
-                assert_eq!(name, "transformer.h.0.mlp.fc_in.weight");
-                assert_eq!((expected, found), (vec![32, 32], vec![64, 32]));
+                assert_eq!(name, "transformer.h.0.mlp.fc_in.bias");
+                assert_eq!((expected, found), (vec![32], vec![64]));
             }
             other => panic!("expected a shape error, got {other:?}"),
         }
@@ -232,7 +273,10 @@ fn bad_codegen_checkpoints_are_errors_naming_the_problem() {
     let err = load::<burn::backend::Flex>(&tmp, &Default::default()).unwrap_err();
     std::fs::remove_dir_all(&tmp).ok();
     assert!(matches!(err, CodeGenError::Config { .. }), "{err}");
-    assert!(err.to_string().contains("n_head 2 is not divisible by 4"), "{err}");
+    assert!(
+        err.to_string().contains("n_head 2 is not divisible by 4"),
+        "{err}"
+    );
     let gptj = base.replace("\"codegen\"", "\"gptj\"");
     assert!(CodeGenConfig::from_json(&gptj)
         .unwrap_err()

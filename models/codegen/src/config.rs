@@ -130,9 +130,11 @@ impl CodeGenConfig {
             ));
         }
         let Some(rotary) = self.rotary_dim else {
-            return Err("rotary_dim is null: rotary over the whole hidden size is not \
+            return Err(
+                "rotary_dim is null: rotary over the whole hidden size is not \
                         supported (HF cannot run it with more than one head either)"
-                .into());
+                    .into(),
+            );
         };
         if rotary == 0 || !rotary.is_multiple_of(2) || rotary > self.head_dim() {
             return Err(format!(
@@ -141,9 +143,11 @@ impl CodeGenConfig {
             ));
         }
         if self.tie_word_embeddings {
-            return Err("tie_word_embeddings is true: CodeGen's head is a separate Linear \
+            return Err(
+                "tie_word_embeddings is true: CodeGen's head is a separate Linear \
                         with a bias; a tied head is not supported"
-                .into());
+                    .into(),
+            );
         }
         if let Some(bits) = self.wbits.filter(|&b| b < 32) {
             return Err(format!(
@@ -217,9 +221,8 @@ mod tests {
         let c = CodeGenConfig::from_json(TINY).unwrap();
         assert_eq!((c.head_dim(), c.rotary(), c.inner_size()), (8, 4, 64));
         assert_eq!(c.eos_ids(), vec![50256]);
-        let bad = |from: &str, to: &str| {
-            CodeGenConfig::from_json(&TINY.replace(from, to)).unwrap_err()
-        };
+        let bad =
+            |from: &str, to: &str| CodeGenConfig::from_json(&TINY.replace(from, to)).unwrap_err();
         assert!(bad("\"codegen\"", "\"gptj\"").contains("model_type"));
         assert!(bad("\"n_head\": 4", "\"n_head\": 2").contains("divisible by 4"));
         assert!(bad("\"n_head\": 4", "\"n_head\": 3").contains("n_embd 32"));
@@ -227,19 +230,21 @@ mod tests {
         assert!(bad("\"rotary_dim\": 4", "\"rotary_dim\": 3").contains("even"));
         assert!(bad("\"rotary_dim\": 4", "\"rotary_dim\": null").contains("null"));
         assert!(bad("\"n_inner\": 64", "\"n_inner\": 64, \"wbits\": 4").contains("GPTQ"));
-        assert!(bad("\"n_inner\": 64", "\"n_inner\": 64, \"activation_function\": \"swish2\"")
-            .contains("swish2"));
-        assert!(
-            bad("\"n_inner\": 64", "\"n_inner\": 64, \"tie_word_embeddings\": true")
-                .contains("tie_word_embeddings")
-        );
-        assert!(bad("\"n_embd\": 32", "\"n_embd\": \"32\"").contains("invalid type"));
-        let moss = CodeGenConfig::from_json(
-            &TINY.replace("\"codegen\"", "\"moss\"").replace(
-                "\"n_inner\": 64",
-                "\"n_inner\": 64, \"eos_token_id\": [106068, 5], \"wbits\": 32",
-            ),
+        assert!(bad(
+            "\"n_inner\": 64",
+            "\"n_inner\": 64, \"activation_function\": \"swish2\""
         )
+        .contains("swish2"));
+        assert!(bad(
+            "\"n_inner\": 64",
+            "\"n_inner\": 64, \"tie_word_embeddings\": true"
+        )
+        .contains("tie_word_embeddings"));
+        assert!(bad("\"n_embd\": 32", "\"n_embd\": \"32\"").contains("invalid type"));
+        let moss = CodeGenConfig::from_json(&TINY.replace("\"codegen\"", "\"moss\"").replace(
+            "\"n_inner\": 64",
+            "\"n_inner\": 64, \"eos_token_id\": [106068, 5], \"wbits\": 32",
+        ))
         .unwrap();
         assert!(moss.is_moss());
         assert_eq!(moss.eos_ids(), vec![106068, 5]);

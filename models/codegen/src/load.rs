@@ -25,7 +25,9 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use zoo_nn::weights::{LinearLayout, WeightError, Weights};
-use zoo_nn::{ChatFormat, Dense, LayerNorm, TextEncoding, TextGenerator, TokenizerError, WeightFormat};
+use zoo_nn::{
+    ChatFormat, Dense, LayerNorm, TextEncoding, TextGenerator, TokenizerError, WeightFormat,
+};
 
 use crate::chat::MossFormat;
 use crate::config::MP_NUM;

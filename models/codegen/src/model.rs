@@ -189,7 +189,9 @@ impl<B: Backend> Attention<B> {
         let (k, v) = cache.append(k, v)?;
         // HF divides the f32 scores by sqrt(head_dim); activations here are f32 throughout.
         let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt());
-        Ok(self.out_proj.forward(out.swap_dims(1, 2).reshape([b, t, d])))
+        Ok(self
+            .out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, d])))
     }
 }
 
