@@ -10,6 +10,7 @@ mod common;
 mod bert;
 mod bloom;
 mod cli;
+mod codegen;
 mod glm_golden;
 mod glm_parity;
 mod glm_tokenizer;
