@@ -408,9 +408,75 @@ pub fn random_model<B: Backend>(
                 &config, &mut w, None, device,
             )?))
         }
+        Architecture::Opt => {
+            let pre = c.norm_position != Some(crate::catalog::NormPosition::Post);
+            let config = crate::opt::OptConfig::from_json(&json!({
+                "vocab_size": vocab, "hidden_size": d, "num_hidden_layers": layers,
+                "num_attention_heads": heads, "ffn_dim": inner,
+                "max_position_embeddings": context, "do_layer_norm_before": pre,
+                "word_embed_proj_dim": c.embed_dim.unwrap_or(d as u64),
+                "activation_function": "relu", "tie_word_embeddings": tied, "model_type": "opt",
+            }).to_string())
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, move |n: &str| tied && n == "lm_head.weight");
+            w.set_format(format);
+            CausalModel::Opt(crate::opt::from_weights(&config, &mut w, device)?)
+        }
+        Architecture::Bloom => {
+            let config = crate::bloom::BloomConfig::from_json(&json!({
+                "vocab_size": vocab, "hidden_size": d, "n_layer": layers, "n_head": heads,
+                "layer_norm_epsilon": c.norm_eps.unwrap_or(1e-5),
+                "tie_word_embeddings": tied, "model_type": "bloom",
+            }).to_string())
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, move |n: &str| {
+                (tied && n == "lm_head.weight") || n.starts_with("transformer.")
+            });
+            w.set_format(format);
+            CausalModel::Bloom(crate::bloom::from_weights(&config, &mut w, device)?)
+        }
+        Architecture::Codegen | Architecture::Moss => {
+            let rotary = (c.rotary_fraction.unwrap_or(1.0) * (d / heads) as f64).round() as usize;
+            let config = crate::codegen::CodeGenConfig::from_json(&json!({
+                "vocab_size": vocab, "n_embd": d, "n_layer": layers, "n_head": heads,
+                "n_inner": inner, "rotary_dim": rotary, "n_positions": context, "n_ctx": context,
+                "activation_function": "gelu_new",
+                "layer_norm_epsilon": c.norm_eps.unwrap_or(1e-5),
+                "tie_word_embeddings": false, "model_type": entry.architecture.as_str(),
+            }).to_string())
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, |_: &str| false);
+            w.set_format(format);
+            CausalModel::CodeGen(crate::codegen::from_weights(&config, &mut w, device)?)
+        }
+        Architecture::GptNeo => {
+            let window = c.local_window.unwrap_or(256);
+            // Global and local layers alternate, as in every GPT-Neo checkpoint.
+            let mut attention_types = Vec::new();
+            if layers / 2 > 0 {
+                attention_types.push(json!([["global", "local"], layers / 2]));
+            }
+            if layers % 2 == 1 {
+                attention_types.push(json!([["global"], 1]));
+            }
+            let config = crate::gptneo::GptNeoConfig::from_json(&json!({
+                "vocab_size": vocab, "hidden_size": d, "num_layers": layers, "num_heads": heads,
+                "intermediate_size": inner, "max_position_embeddings": context,
+                "attention_types": attention_types,
+                "window_size": window, "activation_function": "gelu_new",
+                "layer_norm_epsilon": c.norm_eps.unwrap_or(1e-5),
+                "tie_word_embeddings": tied, "model_type": "gpt_neo",
+            }).to_string())
+            .map_err(input)?;
+            let mut w = Weights::synthetic(seed, move |n: &str| {
+                (tied && n == "lm_head.weight") || n.starts_with("transformer.")
+            });
+            w.set_format(format);
+            CausalModel::GptNeo(crate::gptneo::from_weights(&config, &mut w, device)?)
+        }
         other => {
             return Err(Error::Input(format!(
-                "random weights are made for LLaMA, GPT-2 and the chatglm-layout GLM models, not {other} ({})",
+                "random weights are made for the decoder families (LLaMA, GPT-2, GLM, OPT, BLOOM, CodeGen / MOSS, GPT-Neo), not {other} ({})",
                 entry.id
             )))
         }

@@ -9,7 +9,7 @@ use crate::catalog::{
 use crate::glm::{ChatGlmV1Config, ChatGlmV2Config, GlmKind};
 use crate::nn::{QType, WeightFormat};
 use crate::resolve::{Family, ModelRef};
-use crate::{bert, glm, gpt2, llama, Error};
+use crate::{bert, bloom, codegen, glm, gpt2, gptneo, llama, opt, Error};
 
 fn activation(name: &str) -> Option<Activation> {
     match name {
@@ -246,6 +246,137 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
                 )
             }
         },
+        Family::Opt => {
+            let c = opt::load::read_config(&model.path)?;
+            let pre = c.do_layer_norm_before;
+            entry(
+                id,
+                Architecture::Opt,
+                format!("OPT at {path}"),
+                ArchConfig {
+                    layers: u(c.num_hidden_layers),
+                    hidden_size: u(c.hidden_size),
+                    heads: u(c.num_attention_heads),
+                    kv_heads: u(c.num_attention_heads),
+                    intermediate_size: u(c.ffn_dim),
+                    vocab_size: u(c.vocab_size),
+                    max_positions: u(c.max_position_embeddings),
+                    position_offset: Some(2),
+                    embed_dim: c.has_projections().then(|| c.embed_dim() as u64),
+                    positional: Some(Positional::Learned),
+                    norm: Some(NormKind::Layernorm),
+                    norm_eps: Some(1e-5),
+                    norm_position: Some(if pre {
+                        NormPosition::Pre
+                    } else {
+                        NormPosition::Post
+                    }),
+                    activation: activation(&c.activation_function),
+                    gated_mlp: Some(false),
+                    qkv_bias: Some(c.enable_bias),
+                    linear_bias: Some(c.enable_bias),
+                    tied_embeddings: Some(c.tie_word_embeddings),
+                    ..ArchConfig::default()
+                },
+            )
+        }
+        Family::Bloom => {
+            let c = bloom::read_config(&model.path)?;
+            entry(
+                id,
+                Architecture::Bloom,
+                format!("BLOOM at {path}"),
+                ArchConfig {
+                    layers: u(c.n_layer),
+                    hidden_size: u(c.hidden_size),
+                    heads: u(c.n_head),
+                    kv_heads: u(c.n_head),
+                    intermediate_size: u(c.intermediate_size()),
+                    vocab_size: u(c.vocab_size),
+                    max_positions: u(c.max_positions()),
+                    positional: Some(Positional::Alibi),
+                    norm: Some(NormKind::Layernorm),
+                    norm_eps: Some(c.layer_norm_epsilon),
+                    norm_position: Some(NormPosition::Pre),
+                    activation: Some(Activation::GeluNew),
+                    gated_mlp: Some(false),
+                    qkv_bias: Some(true),
+                    linear_bias: Some(true),
+                    tied_embeddings: Some(c.tie_word_embeddings),
+                    embedding_norm: Some(true),
+                    ..ArchConfig::default()
+                },
+            )
+        }
+        Family::CodeGen => {
+            let c = codegen::read_config(&model.path)?;
+            let (arch, name) = if c.is_moss() {
+                (Architecture::Moss, "MOSS")
+            } else {
+                (Architecture::Codegen, "CodeGen")
+            };
+            entry(
+                id,
+                arch,
+                format!("{name} at {path}"),
+                ArchConfig {
+                    layers: u(c.n_layer),
+                    hidden_size: u(c.n_embd),
+                    heads: u(c.n_head),
+                    kv_heads: u(c.n_head),
+                    intermediate_size: u(c.inner_size()),
+                    vocab_size: u(c.vocab_size),
+                    max_positions: u(c.n_positions),
+                    positional: Some(Positional::RopeInterleaved),
+                    rope_theta: Some(10000.0),
+                    rotary_fraction: Some(c.rotary() as f64 / c.head_dim() as f64),
+                    norm: Some(NormKind::Layernorm),
+                    norm_eps: Some(c.layer_norm_epsilon),
+                    norm_position: Some(NormPosition::Pre),
+                    activation: activation(&c.activation_function),
+                    gated_mlp: Some(false),
+                    qkv_bias: Some(false),
+                    linear_bias: Some(true),
+                    tied_embeddings: Some(c.tie_word_embeddings),
+                    parallel_block: Some(true),
+                    lm_head_bias: Some(!c.tie_word_embeddings),
+                    ..ArchConfig::default()
+                },
+            )
+        }
+        Family::GptNeo => {
+            let c = gptneo::read_config(&model.path)?;
+            entry(
+                id,
+                Architecture::GptNeo,
+                format!("GPT-Neo at {path}"),
+                ArchConfig {
+                    layers: u(c.num_layers),
+                    hidden_size: u(c.hidden_size),
+                    heads: u(c.num_heads),
+                    kv_heads: u(c.num_heads),
+                    intermediate_size: u(c.inner_size()),
+                    vocab_size: u(c.vocab_size),
+                    max_positions: u(c.max_position_embeddings),
+                    positional: Some(Positional::Learned),
+                    norm: Some(NormKind::Layernorm),
+                    norm_eps: Some(c.layer_norm_epsilon),
+                    norm_position: Some(NormPosition::Pre),
+                    activation: activation(&c.activation_function),
+                    gated_mlp: Some(false),
+                    qkv_bias: Some(false),
+                    linear_bias: Some(true),
+                    tied_embeddings: Some(c.tie_word_embeddings),
+                    local_window: u(c.window_size),
+                    ..ArchConfig::default()
+                },
+            )
+        }
+        Family::T5 => {
+            return Err(Error::Input(format!(
+                "{path}: T5 is not wired into `zoo info` yet"
+            )))
+        }
     })
 }
 

@@ -14,12 +14,16 @@
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
+pub use zoo_bloom as bloom;
 pub use zoo_catalog as catalog;
+pub use zoo_codegen as codegen;
 pub use zoo_gguf as gguf;
 pub use zoo_glm as glm;
 pub use zoo_gpt2 as gpt2;
+pub use zoo_gptneo as gptneo;
 pub use zoo_llama as llama;
 pub use zoo_nn as nn;
+pub use zoo_opt as opt;
 pub use zoo_word2vec as word2vec;
 
 pub mod bench;
@@ -54,15 +58,27 @@ pub enum Error {
     /// A BERT checkpoint failed to load or run.
     #[error(transparent)]
     Bert(#[from] bert::BertError),
+    /// An OPT checkpoint failed to load.
+    #[error(transparent)]
+    Opt(#[from] opt::OptError),
+    /// A BLOOM checkpoint failed to load.
+    #[error(transparent)]
+    Bloom(#[from] bloom::BloomError),
+    /// A CodeGen or MOSS checkpoint failed to load.
+    #[error(transparent)]
+    CodeGen(#[from] codegen::CodeGenError),
+    /// A GPT-Neo checkpoint failed to load.
+    #[error(transparent)]
+    GptNeo(#[from] gptneo::GptNeoError),
     /// Checkpoint tensors missing, misshapen or unreadable.
     #[error(transparent)]
     Weights(#[from] nn::WeightError),
     /// Bad ids, no tokenizer, no chat format, a prompt too long, a failed forward pass.
     #[error(transparent)]
     Pipeline(#[from] nn::PipelineError),
-    /// A BERT folder where a causal LM is needed.
+    /// A BERT or T5 folder where a causal LM is needed.
     #[error(
-        "{0} is a BERT encoder, not a causal language model: use `embed`, `fill-mask` or `forward`"
+        "{0} is not a causal language model: BERT encoders take `embed`, `fill-mask` or `forward`; T5 encoder-decoders take `generate` or `forward`"
     )]
     NotCausal(PathBuf),
     /// A causal LM where a BERT encoder is needed.

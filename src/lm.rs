@@ -23,14 +23,18 @@ use std::sync::Arc;
 use burn::tensor::{backend::Backend, Int, Tensor};
 use zoo_backends::{with_backend, BackendKind};
 
+use crate::bloom::{Bloom, BloomCache};
+use crate::codegen::{CodeGen, CodeGenCache};
 use crate::glm::{Glm, GlmCache, GlmError};
 use crate::gpt2::{Gpt2, Gpt2Cache};
+use crate::gptneo::{GptNeo, GptNeoCache};
 use crate::llama::{Llama, LlamaCache};
 use crate::nn::attention::CacheFull;
 use crate::nn::{
     CausalLm, ChatFormat, Conversation, Generated, GenerationConfig, Logits, Message,
     PipelineError, TextGenerator, TextTokenizer, WeightFormat,
 };
+use crate::opt::{Opt, OptCache};
 use crate::resolve::{resolve_path, Family};
 use crate::Error;
 
@@ -43,6 +47,14 @@ pub enum CausalModel<B: Backend> {
     Llama(Llama<B>),
     /// Any GLM generation.
     Glm(Glm<B>),
+    /// OPT.
+    Opt(Opt<B>),
+    /// BLOOM.
+    Bloom(Bloom<B>),
+    /// CodeGen and MOSS.
+    CodeGen(CodeGen<B>),
+    /// GPT-Neo.
+    GptNeo(GptNeo<B>),
 }
 
 /// The cache of a [`CausalModel`].
@@ -54,6 +66,29 @@ pub enum CausalCache<B: Backend> {
     Llama(LlamaCache<B>),
     /// GLM's.
     Glm(GlmCache<B>),
+    /// OPT's.
+    Opt(OptCache<B>),
+    /// BLOOM's.
+    Bloom(BloomCache<B>),
+    /// CodeGen's.
+    CodeGen(CodeGenCache<B>),
+    /// GPT-Neo's.
+    GptNeo(GptNeoCache<B>),
+}
+
+/// `$body` with `$m` bound to the family's module, for every family.
+macro_rules! each_family {
+    ($model:expr, |$m:ident| $body:expr) => {
+        match $model {
+            CausalModel::Gpt2($m) => $body,
+            CausalModel::Llama($m) => $body,
+            CausalModel::Glm($m) => $body,
+            CausalModel::Opt($m) => $body,
+            CausalModel::Bloom($m) => $body,
+            CausalModel::CodeGen($m) => $body,
+            CausalModel::GptNeo($m) => $body,
+        }
+    };
 }
 
 /// Why a forward pass of a [`CausalModel`] failed.
@@ -79,6 +114,10 @@ impl<B: Backend> CausalLm<B> for CausalModel<B> {
             CausalModel::Gpt2(m) => CausalCache::Gpt2(m.new_cache(batch, capacity)),
             CausalModel::Llama(m) => CausalCache::Llama(m.new_cache(batch, capacity)),
             CausalModel::Glm(m) => CausalCache::Glm(m.new_cache(batch, capacity)),
+            CausalModel::Opt(m) => CausalCache::Opt(m.new_cache(batch, capacity)),
+            CausalModel::Bloom(m) => CausalCache::Bloom(m.new_cache(batch, capacity)),
+            CausalModel::CodeGen(m) => CausalCache::CodeGen(m.new_cache(batch, capacity)),
+            CausalModel::GptNeo(m) => CausalCache::GptNeo(m.new_cache(batch, capacity)),
         }
     }
 
@@ -92,47 +131,38 @@ impl<B: Backend> CausalLm<B> for CausalModel<B> {
             (CausalModel::Gpt2(m), CausalCache::Gpt2(c)) => m.forward_cached(ids, c, logits)?,
             (CausalModel::Llama(m), CausalCache::Llama(c)) => m.forward_cached(ids, c, logits)?,
             (CausalModel::Glm(m), CausalCache::Glm(c)) => m.forward_cached(ids, c, logits)?,
+            (CausalModel::Opt(m), CausalCache::Opt(c)) => m.forward_cached(ids, c, logits)?,
+            (CausalModel::Bloom(m), CausalCache::Bloom(c)) => m.forward_cached(ids, c, logits)?,
+            (CausalModel::CodeGen(m), CausalCache::CodeGen(c)) => {
+                m.forward_cached(ids, c, logits)?
+            }
+            (CausalModel::GptNeo(m), CausalCache::GptNeo(c)) => m.forward_cached(ids, c, logits)?,
             _ => return Err(ForwardError::WrongCache),
         })
     }
 
     fn max_positions(&self) -> usize {
-        match self {
-            CausalModel::Gpt2(m) => m.max_positions(),
-            CausalModel::Llama(m) => m.max_positions(),
-            CausalModel::Glm(m) => m.max_positions(),
-        }
+        each_family!(self, |m| m.max_positions())
     }
 
     fn vocab_size(&self) -> usize {
-        match self {
-            CausalModel::Gpt2(m) => m.vocab_size(),
-            CausalModel::Llama(m) => m.vocab_size(),
-            CausalModel::Glm(m) => m.vocab_size(),
-        }
+        each_family!(self, |m| m.vocab_size())
     }
 
     fn device(&self) -> B::Device {
-        match self {
-            CausalModel::Gpt2(m) => m.device(),
-            CausalModel::Llama(m) => m.device(),
-            CausalModel::Glm(m) => m.device(),
-        }
+        each_family!(self, |m| m.device())
     }
 
     fn valid_prompt(&self, ids: Vec<u32>) -> Vec<u32> {
-        match self {
-            CausalModel::Gpt2(m) => m.valid_prompt(ids),
-            CausalModel::Llama(m) => m.valid_prompt(ids),
-            CausalModel::Glm(m) => m.valid_prompt(ids),
-        }
+        each_family!(self, |m| m.valid_prompt(ids))
     }
 }
 
 /// A causal LM of any family with everything that makes it usable from text.
 pub type LanguageModel<B> = TextGenerator<B, CausalModel<B>>;
 
-/// Opens a causal LM — a Hugging Face folder (GPT-2, LLaMA, GLM) or a `.gguf` file — with its
+/// Opens a causal LM — a Hugging Face folder (GPT-2, LLaMA, GLM, OPT, BLOOM, CodeGen / MOSS,
+/// GPT-Neo) or a `.gguf` file — with its
 /// tokenizer, prompt encoding, chat format and stop ids.
 pub fn open<B: Backend>(path: &Path, device: &B::Device) -> Result<LanguageModel<B>, Error> {
     open_with(path, device, WeightFormat::AS_STORED)
@@ -157,7 +187,20 @@ pub fn open_with<B: Backend>(
         Family::Glm => {
             crate::glm::open_with::<B>(path, device, format)?.map_model(CausalModel::Glm)
         }
+        Family::Opt => {
+            crate::opt::open_with::<B>(path, device, format)?.map_model(CausalModel::Opt)
+        }
+        Family::Bloom => {
+            crate::bloom::open_with::<B>(path, device, format)?.map_model(CausalModel::Bloom)
+        }
+        Family::CodeGen => {
+            crate::codegen::open_with::<B>(path, device, format)?.map_model(CausalModel::CodeGen)
+        }
+        Family::GptNeo => {
+            crate::gptneo::open_with::<B>(path, device, format)?.map_model(CausalModel::GptNeo)
+        }
         Family::Bert => return Err(Error::NotCausal(model.path)),
+        Family::T5 => return Err(Error::NotCausal(model.path)),
     })
 }
 

@@ -14,12 +14,22 @@ pub enum Family {
     Llama,
     /// GLM: ChatGLM-6B, ChatGLM2/3 and GLM-4 in the chatglm layout, GLM-4 in HF layout.
     Glm,
+    /// Meta's OPT.
+    Opt,
+    /// BigScience's BLOOM / BLOOMZ.
+    Bloom,
+    /// Salesforce's CodeGen and Fudan's MOSS (`model_type` `codegen` or `moss`).
+    CodeGen,
+    /// EleutherAI's GPT-Neo (LaMini-Neo).
+    GptNeo,
+    /// T5 / Flan-T5 (LaMini-Flan-T5): an encoder-decoder.
+    T5,
 }
 
 impl Family {
-    /// Whether the family generates text (every family but BERT).
+    /// Whether the family is a causal (decoder-only) language model: all but BERT and T5.
     pub fn is_causal(self) -> bool {
-        self != Family::Bert
+        !matches!(self, Family::Bert | Family::T5)
     }
 
     /// The family's name as `zoo info` shows it.
@@ -29,6 +39,11 @@ impl Family {
             Family::Bert => "bert",
             Family::Llama => "llama",
             Family::Glm => "glm",
+            Family::Opt => "opt",
+            Family::Bloom => "bloom",
+            Family::CodeGen => "codegen",
+            Family::GptNeo => "gpt_neo",
+            Family::T5 => "t5",
         }
     }
 }
@@ -60,7 +75,7 @@ pub enum ResolveError {
         reason: String,
     },
     /// The architecture is not one the zoo implements.
-    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2, bert, llama, glm, chatglm)")]
+    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2, bert, llama, glm, chatglm, opt, bloom, codegen, moss, gpt_neo, t5)")]
     Unsupported {
         /// The config file.
         path: PathBuf,
@@ -121,6 +136,11 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         "bert" => Family::Bert,
         "llama" => Family::Llama,
         "glm" | "chatglm" => Family::Glm,
+        "opt" => Family::Opt,
+        "bloom" => Family::Bloom,
+        "codegen" | "moss" => Family::CodeGen,
+        "gpt_neo" => Family::GptNeo,
+        "t5" => Family::T5,
         _ => {
             return Err(ResolveError::Unsupported {
                 path: config,

@@ -45,12 +45,16 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
         Some(name) => Some(Template::named(name)?),
         None => None,
     };
-    let catalog_template = fetch::catalog()
-        .ok()
-        .and_then(|c| c.get(&args.model).ok().map(|e| e.template.clone()))
-        .filter(|t| t != "none")
-        .map(|name| Template::named(&name))
-        .transpose()?;
+    // Only consulted when the checkpoint has no format of its own: the catalog also names
+    // formats that live in a family's crate (chatglm…, moss), which the checkpoint then brings.
+    let catalog_template = || -> anyhow::Result<Option<Template>> {
+        Ok(fetch::catalog()
+            .ok()
+            .and_then(|c| c.get(&args.model).ok().map(|e| e.template.clone()))
+            .filter(|t| t != "none")
+            .map(|name| Template::named(&name))
+            .transpose()?)
+    };
     if ctx.json && args.message.is_none() {
         bail!("--json needs --message (one turn)");
     }
@@ -66,7 +70,7 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
     match (template, lm.has_chat_format()) {
         (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
         (None, false) => {
-            if let Some(t) = catalog_template {
+            if let Some(t) = catalog_template()? {
                 lm.set_chat_format(Arc::new(TemplateFormat::new(t, None)));
             }
         }

@@ -231,6 +231,9 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
     let is_buffer = |name: &str| {
         name.ends_with("attn.bias")
             || name.ends_with("attn.masked_bias")
+            || name.ends_with("attn.attention.bias")
+            || name.ends_with("attn.attention.masked_bias")
+            || name.ends_with("attn.causal_mask")
             || name.ends_with("position_ids")
             || name.ends_with("inv_freq")
     };
@@ -244,9 +247,9 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
         "family": model.family.name(),
         "model_type": pick(&config, &["model_type"]),
         "layers": pick(&config, &["n_layer", "num_hidden_layers", "num_layers"]),
-        "hidden": pick(&config, &["n_embd", "hidden_size"]),
-        "heads": pick(&config, &["n_head", "num_attention_heads"]),
-        "kv_heads": pick(&config, &["num_key_value_heads", "multi_query_group_num", "n_head", "num_attention_heads"]),
+        "hidden": pick(&config, &["n_embd", "hidden_size", "d_model"]),
+        "heads": pick(&config, &["n_head", "num_attention_heads", "num_heads"]),
+        "kv_heads": pick(&config, &["num_key_value_heads", "multi_query_group_num", "n_head", "num_attention_heads", "num_heads"]),
         "vocab": pick(&config, &["vocab_size", "padded_vocab_size"]),
         "context": pick(&config, &["n_positions", "max_position_embeddings", "seq_length", "max_sequence_length"]),
         "parameters": params,

@@ -22,6 +22,7 @@ mod opt;
 mod pipeline;
 mod quant;
 mod real_weights;
+mod survey;
 mod tokenizer;
 mod word2vec_gensim;
 mod word2vec_train;

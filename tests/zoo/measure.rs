@@ -334,12 +334,23 @@ fn random_weights_bench_every_causal_family_on_every_backend() {
     use burn_zoo::nn::{QType, WeightFormat};
     let catalog = burn_zoo::catalog::Catalog::load_default().unwrap();
     for kind in zoo_backends::test_backends().unwrap() {
-        for id in ["chatglm-6b", "chatglm2-6b", "llama-2-7b", "gpt2"] {
+        for id in [
+            "chatglm-6b",
+            "chatglm2-6b",
+            "llama-2-7b",
+            "gpt2",
+            "opt-350m",
+            "bloom-560m",
+            "moss-moon-003-sft",
+            "gpt-neo-125m",
+        ] {
             let mut entry = catalog.get(id).unwrap().clone();
             entry.config.layers = Some(1);
             entry.config.hidden_size = Some(64);
-            entry.config.heads = Some(2);
-            entry.config.kv_heads = entry.config.kv_heads.map(|_| 2);
+            // CodeGen's qkv_proj holds 4 groups of whole heads.
+            let heads = if id == "moss-moon-003-sft" { 4 } else { 2 };
+            entry.config.heads = Some(heads);
+            entry.config.kv_heads = entry.config.kv_heads.map(|_| heads);
             entry.config.head_dim = None;
             entry.config.intermediate_size = Some(96);
             for format in [

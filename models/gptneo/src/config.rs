@@ -139,11 +139,9 @@ impl GptNeoConfig {
                         "local" => AttentionKind::Local {
                             window: self.window_size,
                         },
-                        other => {
-                            return Err(format!(
-                                "attention type `{other}` is not supported (only `global` and `local`)"
-                            ))
-                        }
+                        other => return Err(format!(
+                            "attention type `{other}` is not supported (only `global` and `local`)"
+                        )),
                     });
                 }
             }

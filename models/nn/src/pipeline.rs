@@ -461,6 +461,9 @@ impl<B: Backend, M: CausalLm<B>> TextGenerator<B, M> {
                 let Some(tok) = tokenizer else {
                     return true;
                 };
+                // Padding rows of the embedding (OPT's 50272 rows over 50265 tokens, GLM's
+                // padded vocabulary) have no text: the id is kept, the text skips it, as
+                // transformers' decode does.
                 if stop.contains(&id) {
                     return true;
                 }
@@ -482,7 +485,14 @@ impl<B: Backend, M: CausalLm<B>> TextGenerator<B, M> {
         let stopped_on = ids.last().copied().filter(|id| stop.contains(id));
         let body = &ids[..ids.len() - usize::from(stopped_on.is_some())];
         let text = match tokenizer {
-            Some(tok) => Some(tok.decode(body, false)?),
+            Some(tok) => {
+                let known: Vec<u32> = body
+                    .iter()
+                    .copied()
+                    .filter(|&id| (id as usize) < tok.vocab_size())
+                    .collect();
+                Some(tok.decode(&known, false)?)
+            }
             None => None,
         };
         Ok(Generated {

@@ -163,8 +163,18 @@ impl TextStream {
         id: u32,
     ) -> Result<Option<String>, TokenizerError> {
         self.ids.push(id);
-        let before = tokenizer.decode(&self.ids[self.prefix..self.read], false)?;
-        let now = tokenizer.decode(&self.ids[self.prefix..], false)?;
+        // Ids past the tokenizer's vocabulary (an embedding padded beyond it, in the prompt
+        // or generated) have no text: the window decodes without them.
+        let text = |ids: &[u32]| {
+            let known: Vec<u32> = ids
+                .iter()
+                .copied()
+                .filter(|&id| (id as usize) < tokenizer.vocab_size())
+                .collect();
+            tokenizer.decode(&known, false)
+        };
+        let before = text(&self.ids[self.prefix..self.read])?;
+        let now = text(&self.ids[self.prefix..])?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
             let piece = now[before.len()..].to_string();
             self.prefix = self.read;
