@@ -122,7 +122,7 @@ impl Parity {
         // Weights kept in f16 and in Q8_0 (the split q/k/v too): close to the f32 logits.
         // f16 rounds each weight by ≤ 2⁻¹¹ relative, Q8_0 by ≤ amax/254 of its block of 32;
         // through two layers of weights ×0.3 randn, measured 3.6e-3 (f16) and 8.1e-2 (Q8_0)
-        // on flex and ndarray; the bounds leave room.
+        // on flex, ndarray and wgpu alike; the bounds leave room.
         let r = reference("tiny");
         for (format, bound) in [
             (WeightFormat::dtype(QType::F16), 2e-2),
