@@ -20,6 +20,9 @@ Capabilities and tools that MOSS can possess.\n";
 /// The token that ends a MOSS answer.
 pub const END_OF_MOSS: &str = "<eom>";
 
+/// The added tokens MOSS's chat prompt is built of.
+const MARKERS: [&str; 4] = ["<|Human|>", "<eoh>", "<|MOSS|>", END_OF_MOSS];
+
 /// MOSS's chat prompt, rendered as text and encoded with its added tokens parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MossFormat;
@@ -59,20 +62,48 @@ impl ChatFormat for MossFormat {
         "moss".into()
     }
 
+    /// The rendered text encoded as transformers encodes it when MOSS's markers are added
+    /// tokens: each marker is its own id, the text between them is encoded piece by piece
+    /// (so the ids are right even if a tokenizer keeps the markers only in its vocabulary).
     fn prompt_ids(
         &self,
         messages: &[Message],
         tokenizer: &TextTokenizer,
     ) -> Result<Vec<u32>, ChatError> {
-        for token in ["<|Human|>", "<eoh>", "<|MOSS|>", END_OF_MOSS] {
-            if tokenizer.token_id(token).is_none() {
-                return Err(ChatError::MissingToken {
+        let mut markers = Vec::with_capacity(MARKERS.len());
+        for token in MARKERS {
+            let id = tokenizer
+                .token_id(token)
+                .ok_or_else(|| ChatError::MissingToken {
                     format: self.name(),
                     token: token.into(),
-                });
+                })?;
+            markers.push((token, id));
+        }
+        let text = self.render(messages)?;
+        let mut ids = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let next = markers
+                .iter()
+                .filter_map(|&(m, id)| rest.find(m).map(|at| (at, m, id)))
+                .min_by_key(|&(at, _, _)| at);
+            let (piece, marker) = match next {
+                Some((at, m, id)) => (&rest[..at], Some((m, id))),
+                None => (rest, None),
+            };
+            if !piece.is_empty() {
+                ids.extend(tokenizer.encode(piece, false)?);
+            }
+            match marker {
+                Some((m, id)) => {
+                    ids.push(id);
+                    rest = &rest[piece.len() + m.len()..];
+                }
+                None => rest = "",
             }
         }
-        Ok(tokenizer.encode(&self.render(messages)?, false)?)
+        Ok(ids)
     }
 
     fn stop_ids(&self, tokenizer: &TextTokenizer) -> Vec<u32> {

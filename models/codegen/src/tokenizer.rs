@@ -11,8 +11,9 @@ use tokenizers::{AddedToken, Tokenizer};
 use zoo_nn::{TextTokenizer, TokenizerError};
 
 /// Reads a folder's tokenizer: `tokenizer.json` when present, else GPT-2's files with the
-/// ids of `added_tokens.json`; tokens named in `special_tokens_map.json` are special (left out
-/// of decoded text on request). `None` when the folder has no tokenizer.
+/// added tokens of `added_tokens.json` (or `tokenizer_config.json`'s `added_tokens_decoder`)
+/// at their ids; tokens named in `special_tokens_map.json` or marked special are special
+/// (left out of decoded text on request). `None` when the folder has no tokenizer.
 pub fn load_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>, TokenizerError> {
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
     if dir.join("tokenizer.json").is_file() || !(vocab.is_file() && merges.is_file()) {
@@ -26,13 +27,18 @@ pub fn load_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>, TokenizerErro
     let (mut table, merge_list) =
         BPE::read_file(&vocab_s, &merges_s).map_err(|e| err(&vocab, e.to_string()))?;
     let added_path = dir.join("added_tokens.json");
-    let added: BTreeMap<String, u32> = if added_path.is_file() {
+    let mut added: BTreeMap<String, u32> = if added_path.is_file() {
         let text =
             std::fs::read_to_string(&added_path).map_err(|e| err(&added_path, e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| err(&added_path, e.to_string()))?
     } else {
         BTreeMap::new()
     };
+    // Newer writers list added tokens in tokenizer_config.json instead.
+    let (decoder, mut special) = config_added_tokens(dir)?;
+    for (token, id) in decoder {
+        added.entry(token).or_insert(id);
+    }
     // Added tokens take the ids the file gives them: put them in the vocabulary first.
     let taken: BTreeMap<u32, String> = table.iter().map(|(t, &i)| (i, t.clone())).collect();
     for (token, &id) in &added {
@@ -51,7 +57,7 @@ pub fn load_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>, TokenizerErro
     let mut inner = Tokenizer::new(bpe);
     inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     inner.with_decoder(Some(ByteLevel::new(false, true, true)));
-    let special = special_tokens(dir)?;
+    special.extend(special_tokens(dir)?);
     let mut by_id: Vec<(&String, &u32)> = added.iter().collect();
     by_id.sort_by_key(|(_, &id)| id);
     for (token, _) in by_id {
@@ -65,6 +71,40 @@ pub fn load_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>, TokenizerErro
         }
     }
     Ok(Some(TextTokenizer::new(inner)))
+}
+
+/// Added tokens (token → id) and the texts of those that are special.
+type AddedTokens = (BTreeMap<String, u32>, Vec<String>);
+
+/// The `added_tokens_decoder` of `tokenizer_config.json` and which of its tokens are special;
+/// empty without the file or the field.
+fn config_added_tokens(dir: &Path) -> Result<AddedTokens, TokenizerError> {
+    let path = dir.join("tokenizer_config.json");
+    let (mut tokens, mut special) = (BTreeMap::new(), Vec::new());
+    if !path.is_file() {
+        return Ok((tokens, special));
+    }
+    let err = |reason: String| TokenizerError::Load {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if let Some(map) = json.get("added_tokens_decoder").and_then(|m| m.as_object()) {
+        for (id, entry) in map {
+            let id: u32 = id
+                .parse()
+                .map_err(|_| err(format!("added_tokens_decoder key `{id}` is not an id")))?;
+            let Some(content) = entry.get("content").and_then(|c| c.as_str()) else {
+                return Err(err(format!("added token {id} has no `content`")));
+            };
+            if entry.get("special").and_then(|s| s.as_bool()) == Some(true) {
+                special.push(content.to_string());
+            }
+            tokens.insert(content.to_string(), id);
+        }
+    }
+    Ok((tokens, special))
 }
 
 /// The token texts `special_tokens_map.json` names (empty without the file).
