@@ -236,7 +236,11 @@ pub fn from_weights<B: Backend>(
     };
     let lm_head = if config.tie_word_embeddings {
         // Some writers store the tied head anyway; it must then equal the embedding.
-        weights.take_tied("lm_head.weight", &format!("{p}embed_tokens.weight"), &[vocab, e])?;
+        weights.take_tied(
+            "lm_head.weight",
+            &format!("{p}embed_tokens.weight"),
+            &[vocab, e],
+        )?;
         None
     } else {
         Some(weights.head("lm_head", e, vocab, false, LinearLayout::OutIn, device)?)

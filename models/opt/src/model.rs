@@ -197,7 +197,9 @@ impl<B: Backend> Attention<B> {
         let v = heads(self.v_proj.forward(x));
         let (k, v) = cache.append(k, v)?;
         let out = attention(q, k, v, mask, 1.0);
-        Ok(self.out_proj.forward(out.swap_dims(1, 2).reshape([b, t, d])))
+        Ok(self
+            .out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, d])))
     }
 }
 
