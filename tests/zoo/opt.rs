@@ -362,6 +362,14 @@ fn config_that_does_not_match_the_weights_is_an_error() {
         err.contains("not used") && err.contains("model.decoder.final_layer_norm"),
         "{err}"
     );
+    // `_remove_final_layer_norm` (checkpoints fine-tuned before transformers 4.20.1): the same.
+    let tmp = copy_of("pre_ln");
+    set_config(tmp.path(), "_remove_final_layer_norm", true.into());
+    let err = load_on_cpu(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("not used") && err.contains("model.decoder.final_layer_norm"),
+        "{err}"
+    );
     // No projections declared for opt-350m-like weights: project_in/out unused, shapes wrong.
     let tmp = copy_of("post_ln_proj");
     set_config(tmp.path(), "word_embed_proj_dim", 32.into());
