@@ -201,9 +201,10 @@ pub fn from_weights<B: Backend>(
             device,
         )?),
     };
-    let project_in = match config.has_projections() {
-        true => Some(linear(weights, &format!("{p}project_in"), e, d, false)?),
-        false => None,
+    let project_in = if config.has_projections() {
+        Some(linear(weights, &format!("{p}project_in"), e, d, false)?)
+    } else {
+        None
     };
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
@@ -226,13 +227,15 @@ pub fn from_weights<B: Backend>(
             do_layer_norm_before: config.do_layer_norm_before,
         });
     }
-    let final_layer_norm = match config.has_final_layer_norm() {
-        true => Some(norm(weights, &format!("{p}final_layer_norm"))?),
-        false => None,
+    let final_layer_norm = if config.has_final_layer_norm() {
+        Some(norm(weights, &format!("{p}final_layer_norm"))?)
+    } else {
+        None
     };
-    let project_out = match config.has_projections() {
-        true => Some(linear(weights, &format!("{p}project_out"), d, e, false)?),
-        false => None,
+    let project_out = if config.has_projections() {
+        Some(linear(weights, &format!("{p}project_out"), d, e, false)?)
+    } else {
+        None
     };
     let lm_head = if config.tie_word_embeddings {
         // Some writers store the tied head anyway; it must then equal the embedding.
