@@ -141,8 +141,8 @@ impl GptNeoConfig {
                         },
                         other => {
                             return Err(format!(
-                                "attention type `{other}` is not supported (only `global` and `local`)"
-                            ))
+                            "attention type `{other}` is not supported (only `global` and `local`)"
+                        ))
                         }
                     });
                 }

@@ -205,7 +205,9 @@ impl<B: Backend> SelfAttention<B> {
         };
         // GPT-Neo does not scale the scores by 1/sqrt(head_dim).
         let out = attention(q, k, v, mask, 1.0);
-        Ok(self.out_proj.forward(out.swap_dims(1, 2).reshape([b, t, d])))
+        Ok(self
+            .out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, d])))
     }
 }
 
