@@ -139,9 +139,11 @@ impl GptNeoConfig {
                         "local" => AttentionKind::Local {
                             window: self.window_size,
                         },
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "attention type `{other}` is not supported (only `global` and `local`)"
-                        )),
+                        ))
+                        }
                     });
                 }
             }
