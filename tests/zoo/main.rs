@@ -18,6 +18,7 @@ mod measure;
 mod pipeline;
 mod quant;
 mod real_weights;
+mod t5;
 mod tokenizer;
 mod word2vec_gensim;
 mod word2vec_train;
