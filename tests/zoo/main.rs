@@ -23,6 +23,7 @@ mod pipeline;
 mod quant;
 mod real_weights;
 mod survey;
+mod t5;
 mod tokenizer;
 mod word2vec_gensim;
 mod word2vec_train;
