@@ -9,7 +9,7 @@ use crate::catalog::{
 use crate::glm::{ChatGlmV1Config, ChatGlmV2Config, GlmKind};
 use crate::nn::{QType, WeightFormat};
 use crate::resolve::{Family, ModelRef};
-use crate::{bert, bloom, codegen, glm, gpt2, gptneo, llama, opt, Error};
+use crate::{bert, bloom, codegen, glm, gpt2, gptneo, llama, opt, t5, Error};
 
 fn activation(name: &str) -> Option<Activation> {
     match name {
@@ -373,9 +373,33 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
             )
         }
         Family::T5 => {
-            return Err(Error::Input(format!(
-                "{path}: T5 is not wired into `zoo info` yet"
-            )))
+            let c = t5::read_config(&model.path)?;
+            entry(
+                id,
+                Architecture::T5,
+                format!("T5 at {path}"),
+                ArchConfig {
+                    layers: u(c.num_layers),
+                    decoder_layers: u(c.decoder_layers()),
+                    hidden_size: u(c.d_model),
+                    heads: u(c.num_heads),
+                    kv_heads: u(c.num_heads),
+                    head_dim: u(c.d_kv),
+                    intermediate_size: u(c.d_ff),
+                    vocab_size: u(c.vocab_size),
+                    positional: Some(Positional::Relative),
+                    relative_buckets: u(c.relative_attention_num_buckets),
+                    norm: Some(NormKind::Rmsnorm),
+                    norm_eps: Some(c.layer_norm_epsilon),
+                    norm_position: Some(NormPosition::Pre),
+                    activation: activation(&c.activation_name()),
+                    gated_mlp: Some(c.gated()),
+                    qkv_bias: Some(false),
+                    linear_bias: Some(false),
+                    tied_embeddings: Some(c.tie_word_embeddings != Some(false)),
+                    ..ArchConfig::default()
+                },
+            )
         }
     })
 }

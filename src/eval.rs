@@ -25,6 +25,9 @@ pub struct ForwardOptions {
     pub attention_mask: Option<Vec<u32>>,
     /// The formats the weights are kept in.
     pub format: WeightFormat,
+    /// Encoder-decoders (T5): the decoder's input ids, starting with its start token; `ids`
+    /// are then the encoder's.
+    pub decoder_ids: Option<Vec<u32>>,
 }
 
 /// One forward pass over `ids` of the model at `model`: a row of logits per position (masked-LM
@@ -37,6 +40,27 @@ pub fn forward<B: Backend>(
 ) -> Result<Vec<Vec<f32>>, Error> {
     if model.family == Family::Bert {
         return bert_forward::<B>(model, ids, options, device);
+    }
+    if model.family == Family::T5 {
+        let Some(decoder_ids) = &options.decoder_ids else {
+            return Err(Error::Input(
+                "T5 is an encoder-decoder: give the decoder's input ids too (--decoder-ids, starting with the decoder start token, 0)".into(),
+            ));
+        };
+        if options.hidden || options.token_type_ids.is_some() || options.attention_mask.is_some() {
+            return Err(Error::Input(
+                "T5 gives decoder logits: --hidden, token type ids and attention masks are not for it".into(),
+            ));
+        }
+        let t5 = crate::t5::open_with::<B>(&model.path, device, options.format)?;
+        return Ok(t5.forward_rows(ids, decoder_ids)?);
+    }
+    if options.decoder_ids.is_some() {
+        return Err(Error::Input(format!(
+            "decoder ids are for encoder-decoders (T5); {} is a {} model",
+            model.path.display(),
+            model.family.name()
+        )));
     }
     if options.token_type_ids.is_some() || options.attention_mask.is_some() {
         return Err(Error::Input(

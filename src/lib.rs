@@ -7,6 +7,8 @@
 //! - [`open`]: any causal LM (folder or `.gguf`) as a [`LanguageModel`] — tokenizer, prompt
 //!   encoding, chat format, stop ids, streaming generation with timings;
 //! - [`resolve`]: what a user types as `MODEL` (a folder, a `.gguf` file) to a family;
+//! - [`seq2seq`]: encoder-decoders (T5, Flan-T5, LaMini-Flan-T5) behind one backend-free
+//!   type, with the same generation settings and verification interface;
 //! - [`eval`]: raw forward passes of any family (the verification interface), perplexity and
 //!   pseudo-perplexity;
 //! - [`bench`]: speed and memory of any model, as `zoo bench` and `zoo compare --measure`
@@ -24,6 +26,7 @@ pub use zoo_gptneo as gptneo;
 pub use zoo_llama as llama;
 pub use zoo_nn as nn;
 pub use zoo_opt as opt;
+pub use zoo_t5 as t5;
 pub use zoo_word2vec as word2vec;
 
 pub mod bench;
@@ -33,6 +36,7 @@ pub mod eval;
 pub mod export;
 pub mod lm;
 pub mod resolve;
+pub mod seq2seq;
 
 pub use lm::{
     open, open_with, CausalCache, CausalModel, DynLanguageModel, ForwardError, LanguageModel,
@@ -70,6 +74,9 @@ pub enum Error {
     /// A GPT-Neo checkpoint failed to load.
     #[error(transparent)]
     GptNeo(#[from] gptneo::GptNeoError),
+    /// A T5 checkpoint failed to load or run.
+    #[error(transparent)]
+    T5(#[from] t5::T5Error),
     /// Checkpoint tensors missing, misshapen or unreadable.
     #[error(transparent)]
     Weights(#[from] nn::WeightError),

@@ -3,6 +3,9 @@
 use anyhow::bail;
 use burn_zoo::eval::ForwardOptions;
 use burn_zoo::nn::GenerationConfig;
+use burn_zoo::nn::WeightFormat;
+use burn_zoo::resolve::Family;
+use burn_zoo::seq2seq::DynSeq2Seq;
 use burn_zoo::DynLanguageModel;
 use serde_json::json;
 
@@ -27,6 +30,10 @@ pub struct ForwardArgs {
     /// BERT: attention mask, one 0 or 1 per id (default: all 1).
     #[arg(long)]
     pub attention_mask: Option<String>,
+    /// T5: the decoder's input ids (`--ids` are then the encoder's), starting with the decoder
+    /// start token (0), as transformers takes `decoder_input_ids`.
+    #[arg(long)]
+    pub decoder_ids: Option<String>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
@@ -65,6 +72,7 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
         token_type_ids: parse_opt(&args.token_type_ids)?,
         attention_mask: parse_opt(&args.attention_mask)?,
         format: args.weights.format()?,
+        decoder_ids: parse_opt(&args.decoder_ids)?,
     };
     let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
@@ -106,6 +114,9 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     let format = args.weights.format()?;
     let stream = !ctx.json;
     let kind = ctx.backend()?;
+    if model.family == Family::T5 {
+        return generate_seq2seq(ctx, &args, &model.path, ids, &config, format);
+    }
     let lm = DynLanguageModel::open(kind, &model.path, format)?;
     let prompt = match (&ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
@@ -128,6 +139,43 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
         print_json(&value)?;
     } else if out.text.is_none() {
         // Without a tokenizer nothing was streamed: print the ids.
+        let ids: Vec<String> = out.ids.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
+    } else {
+        println!();
+    }
+    eprintln!("[{kind}] {}", out.stats.summary());
+    Ok(())
+}
+
+/// `zoo generate` on an encoder-decoder (T5): the prompt (text, or `--ids`) is the encoder's
+/// input; the new decoder ids are printed without the start token.
+fn generate_seq2seq(
+    ctx: &Context,
+    args: &GenerateArgs,
+    path: &std::path::Path,
+    ids: Option<Vec<u32>>,
+    config: &GenerationConfig,
+    format: WeightFormat,
+) -> anyhow::Result<()> {
+    let kind = ctx.backend()?;
+    let t5 = DynSeq2Seq::open(kind, path, format)?;
+    let encoder_ids = match (ids, &args.prompt) {
+        (Some(ids), _) => ids,
+        (None, Some(text)) => t5.encode(text)?,
+        (None, None) => bail!("give --prompt TEXT or --ids 1,2,3"),
+    };
+    let stream = !ctx.json;
+    let out = t5.generate(&encoder_ids, config, |piece| {
+        !stream || stream_to_stdout(piece)
+    })?;
+    if ctx.json {
+        let mut value = json!({ "ids": out.ids, "encoder_ids": encoder_ids });
+        if let Some(text) = out.text {
+            value["text"] = json!(text);
+        }
+        print_json(&value)?;
+    } else if out.text.is_none() {
         let ids: Vec<String> = out.ids.iter().map(u32::to_string).collect();
         println!("{}", ids.join(" "));
     } else {

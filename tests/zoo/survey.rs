@@ -2,7 +2,8 @@
 //! transformers: the verification interface (`zoo generate --ids … --greedy --json`, `zoo
 //! forward --ids … --json`) on the transformers fixtures of OPT (pre- and post-LN), BLOOM (6
 //! heads, both residual variants), CodeGen and MOSS, GPT-Neo (local window shorter than the
-//! prompt), on every backend; `zoo info`, `zoo compare` and `zoo chat` knowing the families.
+//! prompt), and T5 / Flan-T5 (encoder ids, decoder ids, text to text), on every backend; `zoo
+//! info`, `zoo compare` and `zoo chat` knowing the families.
 
 use crate::common::*;
 
@@ -125,6 +126,16 @@ fn info_and_compare_know_each_family() {
         // The count from the config equals the tensors in the checkpoint.
         assert_eq!(m["parameters"].as_u64().unwrap(), params, "{name}");
     }
+    // T5: two stacks, relative positions, no KV cache per layer of a decoder-only model.
+    let dir = fixtures().join("t5/flan").display().to_string();
+    assert_eq!(stdout_json(&zoo(&["info", &dir, "--json"]))["family"], "t5");
+    let m = &stdout_json(&zoo(&["compare", &dir, "--json"]))["models"][0];
+    assert_eq!(m["family_label"], "T5 (encoder-decoder)");
+    assert!(m["positional"]
+        .as_str()
+        .unwrap()
+        .starts_with("relative buckets"));
+    assert!(m["decoder_layers"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -187,7 +198,10 @@ fn moss_chat_uses_its_own_format() {
     // message stands in for it.
     let (system, question) = ("Be brief.", "What is the 2+2?");
     let text = burn_zoo::codegen::MossFormat
-        .render(&[Message::new("system", system), Message::new("user", question)])
+        .render(&[
+            Message::new("system", system),
+            Message::new("user", question),
+        ])
         .unwrap();
     assert_eq!(text, "Be brief.<|Human|>: What is the 2+2?<eoh>\n<|MOSS|>:");
     let chat = stdout_json(&zoo(&[
@@ -218,5 +232,97 @@ fn moss_chat_uses_its_own_format() {
     assert_eq!(
         chat["prompt_tokens"].as_u64().unwrap() as usize,
         ids(&generated["prompt_ids"]).len()
+    );
+}
+
+#[test]
+fn t5_through_the_verification_interface_and_text() {
+    for backend in backend_names() {
+        for name in ["flan", "t5"] {
+            let dir = fixtures().join("t5").join(name);
+            let reference = json(&dir.join("reference.json"));
+            let dir = dir.display().to_string();
+            let encoder = id_list(&ids(&reference["encoder_ids"]));
+            let greedy = ids(&reference["greedy"]);
+            let n = greedy.len().to_string();
+            let out = stdout_json(&zoo(&[
+                "generate",
+                &dir,
+                "--ids",
+                &encoder,
+                "--greedy",
+                "--ignore-eos",
+                "--max-new-tokens",
+                &n,
+                "--backend",
+                &backend,
+                "--json",
+            ]));
+            assert_eq!(ids(&out["ids"]), greedy, "{backend} {name}: greedy ids");
+            let out = stdout_json(&zoo(&[
+                "forward",
+                &dir,
+                "--ids",
+                &encoder,
+                "--decoder-ids",
+                &id_list(&ids(&reference["decoder_ids"])),
+                "--backend",
+                &backend,
+                "--json",
+            ]));
+            let diff = max_abs_diff(&rows(&out["logits"]), &rows(&reference["logits"]));
+            assert!(
+                diff < tolerance(&backend),
+                "{backend} {name}: logits differ by {diff}"
+            );
+        }
+        // Text to text, as a LaMini-Flan-T5 user runs it: the prompt gets `</s>`, the answer
+        // is transformers' decoded greedy output.
+        let dir = fixtures().join("t5/flan");
+        let reference = json(&dir.join("reference.json"));
+        let out = stdout_json(&zoo(&[
+            "generate",
+            &dir.display().to_string(),
+            "--prompt",
+            reference["text_prompt"].as_str().unwrap(),
+            "--greedy",
+            "--ignore-eos",
+            "--max-new-tokens",
+            &ids(&reference["text_new_ids"]).len().to_string(),
+            "--backend",
+            &backend,
+            "--json",
+        ]));
+        assert_eq!(
+            out["encoder_ids"], reference["text_prompt_ids"],
+            "{backend}"
+        );
+        assert_eq!(out["ids"], reference["text_new_ids"], "{backend}");
+        assert_eq!(out["text"], reference["text"], "{backend}");
+    }
+}
+
+#[test]
+fn t5_misuse_is_a_clear_error() {
+    let dir = fixtures().join("t5/flan").display().to_string();
+    let fails = |args: &[&str], needle: &str| {
+        let out = zoo(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    fails(&["forward", &dir, "--ids", "5,6"], "--decoder-ids");
+    fails(
+        &["forward", &dir, "--ids", "5,6", "--decoder-ids", "0,999"],
+        "outside the vocabulary",
+    );
+    fails(
+        &["chat", &dir, "--message", "hi"],
+        "not a causal language model",
+    );
+    let gpt2 = fixtures().join("gpt2/tiny-a").display().to_string();
+    fails(
+        &["forward", &gpt2, "--ids", "5,6", "--decoder-ids", "0"],
+        "encoder-decoders",
     );
 }
