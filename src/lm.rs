@@ -39,6 +39,9 @@ use crate::resolve::{resolve_path, Family};
 use crate::Error;
 
 /// The module of any causal LM family.
+// One value per loaded model: the variants' sizes (module headers of a few KB, the weights
+// live on the device) do not matter, and boxing them would only add a pointer chase.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum CausalModel<B: Backend> {
     /// GPT-2.
