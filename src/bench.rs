@@ -216,6 +216,9 @@ pub fn measure<B: Backend>(
         }
         return Ok(out);
     }
+    if model.family == Family::T5 {
+        return measure_seq2seq::<B>(model, settings, text, start, device);
+    }
     let lm = crate::open_with::<B>(&model.path, device, s.format)?;
     let load_secs = start.elapsed().as_secs_f64();
     let context = lm.context_length();
@@ -300,6 +303,63 @@ pub fn measure<B: Backend>(
             ),
         }),
     );
+    Ok(out)
+}
+
+/// [`measure`] for an encoder-decoder (T5): `prompt_len` encoder tokens; prefill = the encoder
+/// plus the first decoder step (encoder tokens per second), decode = the decoder's tokens after
+/// the first, over its self-attention cache and the cross-attention K/V made once.
+fn measure_seq2seq<B: Backend>(
+    model: &ModelRef,
+    s: &BenchSettings,
+    text: Option<&str>,
+    start: Instant,
+    device: &B::Device,
+) -> Result<Value, Error> {
+    if s.batch != 1 {
+        return Err(Error::Input(
+            "encoder-decoders are measured at batch 1".into(),
+        ));
+    }
+    let t5 = crate::t5::open_with::<B>(&model.path, device, s.format)?;
+    let load_secs = start.elapsed().as_secs_f64();
+    let vocab = t5.model.vocab_size() as u32;
+    // Ids 3… (past T5's pad, eos and unk), cycling through the vocabulary.
+    let prompt: Vec<u32> = (0..s.prompt_len as u32)
+        .map(|i| 3 + (i * 7919) % vocab.saturating_sub(3).max(1))
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: s.gen_len,
+        sampling: Sampling::greedy(),
+        stop_ids: Some(Vec::new()),
+    };
+    crate::seq2seq::generate(&t5, &prompt, &config, &mut |_| true)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..s.runs {
+        let out = crate::seq2seq::generate(&t5, &prompt, &config, &mut |_| true)?;
+        prefill.push(out.stats.prefill_rate());
+        if s.gen_len > 1 {
+            decode.push(out.stats.decode_rate());
+        }
+    }
+    let mut out = json!({
+        "family": model.family.name(),
+        "model": model.path,
+        "load_secs": load_secs,
+        "prompt_len": s.prompt_len,
+        "gen_len": s.gen_len,
+        "runs": s.runs,
+        "prefill_tok_s": spread(&prefill),
+        "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+        "weights": s.format.describe(),
+        "method": "encoder-decoder: prefill = encoder tokens per second through the encoder and the first decoder step; decode = decoder tokens per second after the first",
+    });
+    if text.is_some() {
+        out["perplexity"] = Value::Null;
+        out["perplexity_note"] = json!(
+            "perplexity of an encoder-decoder needs a target text for the decoder: not measured"
+        );
+    }
     Ok(out)
 }
 

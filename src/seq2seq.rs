@@ -88,66 +88,78 @@ impl<B: Backend> ErasedSeq2Seq for T5Generator<B> {
         config: &GenerationConfig,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated, Error> {
-        self.check_ids(encoder_ids, "encoder")?;
-        config
-            .sampling
-            .validate()
-            .map_err(|e| model_error(format!("sampling settings: {e}")))?;
-        let stop = config.stop_ids.clone().unwrap_or_else(|| self.eos_ids());
-        let mut sampler = Sampler::new(config.sampling.clone());
-        let device = self.model.device();
-        let start = Instant::now();
-        let encoder_out = self.model.encode(ids_tensor::<B>(encoder_ids, &device));
-        let mut cache = self.model.cache(1, config.max_new_tokens.max(1));
-        let start_id = self.config.decoder_start();
-        // The decoder's sequence so far (start token first), for the repeat penalty and the
-        // text stream.
-        let mut history = vec![start_id];
-        let mut stream = TextStream::new(&history);
-        let mut new = Vec::with_capacity(config.max_new_tokens);
-        let mut first_token_at = None;
-        while new.len() < config.max_new_tokens {
-            let last = *history.last().expect("starts with the start token");
-            let logits = self
-                .model
-                .decode(ids_tensor::<B>(&[last], &device), &encoder_out, &mut cache)
-                .map_err(model_error)?;
-            let row = rows(logits)?.pop().expect("one position");
-            let next = sampler.sample(&row, &history);
-            first_token_at.get_or_insert_with(|| start.elapsed().as_secs_f64());
-            new.push(next);
-            history.push(next);
-            if stop.contains(&next) {
-                break;
-            }
-            if let Some(tok) = &self.tokenizer {
-                if let Some(piece) = stream.push(tok, next).map_err(PipelineError::from)? {
-                    if !on_text(&piece) {
-                        break;
-                    }
+        generate(self, encoder_ids, config, on_text)
+    }
+}
+
+/// Generation from a T5 model: the encoder once, then the decoder one token at a time over its
+/// self-attention cache and the cross-attention K/V computed at the first step; prefill time is
+/// the encoder plus the first decoder step.
+pub fn generate<B: Backend>(
+    t5: &T5Generator<B>,
+    encoder_ids: &[u32],
+    config: &GenerationConfig,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generated, Error> {
+    t5.check_ids(encoder_ids, "encoder")?;
+    config
+        .sampling
+        .validate()
+        .map_err(|e| model_error(format!("sampling settings: {e}")))?;
+    let stop = config.stop_ids.clone().unwrap_or_else(|| t5.eos_ids());
+    let mut sampler = Sampler::new(config.sampling.clone());
+    let device = t5.model.device();
+    let start = Instant::now();
+    let encoder_out = t5.model.encode(ids_tensor::<B>(encoder_ids, &device));
+    let mut cache = t5.model.cache(1, config.max_new_tokens.max(1));
+    let start_id = t5.config.decoder_start();
+    // The decoder's sequence so far (start token first), for the repeat penalty and the
+    // text stream.
+    let mut history = vec![start_id];
+    let mut stream = TextStream::new(&history);
+    let mut new = Vec::with_capacity(config.max_new_tokens);
+    let mut first_token_at = None;
+    while new.len() < config.max_new_tokens {
+        let last = *history.last().expect("starts with the start token");
+        let logits = t5
+            .model
+            .decode(ids_tensor::<B>(&[last], &device), &encoder_out, &mut cache)
+            .map_err(model_error)?;
+        let row = rows(logits)?.pop().expect("one position");
+        let next = sampler.sample(&row, &history);
+        first_token_at.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        new.push(next);
+        history.push(next);
+        if stop.contains(&next) {
+            break;
+        }
+        if let Some(tok) = &t5.tokenizer {
+            if let Some(piece) = stream.push(tok, next).map_err(PipelineError::from)? {
+                if !on_text(&piece) {
+                    break;
                 }
             }
         }
-        let total = start.elapsed().as_secs_f64();
-        let prefill_secs = first_token_at.unwrap_or(total);
-        let stopped_on = new.last().copied().filter(|id| stop.contains(id));
-        let body = &new[..new.len() - usize::from(stopped_on.is_some())];
-        let text = match &self.tokenizer {
-            Some(tok) => Some(tok.decode(body, true).map_err(PipelineError::from)?),
-            None => None,
-        };
-        Ok(Generated {
-            stats: GenStats {
-                prompt_len: encoder_ids.len(),
-                new_tokens: new.len(),
-                prefill_secs,
-                decode_secs: total - prefill_secs,
-            },
-            ids: new,
-            stopped_on,
-            text,
-        })
     }
+    let total = start.elapsed().as_secs_f64();
+    let prefill_secs = first_token_at.unwrap_or(total);
+    let stopped_on = new.last().copied().filter(|id| stop.contains(id));
+    let body = &new[..new.len() - usize::from(stopped_on.is_some())];
+    let text = match &t5.tokenizer {
+        Some(tok) => Some(tok.decode(body, true).map_err(PipelineError::from)?),
+        None => None,
+    };
+    Ok(Generated {
+        stats: GenStats {
+            prompt_len: encoder_ids.len(),
+            new_tokens: new.len(),
+            prefill_secs,
+            decode_secs: total - prefill_secs,
+        },
+        ids: new,
+        stopped_on,
+        text,
+    })
 }
 
 /// An encoder-decoder model on the backend chosen at run time.

@@ -3,7 +3,7 @@
 //! forward --ids … --json`) on the transformers fixtures of OPT (pre- and post-LN), BLOOM (6
 //! heads, both residual variants), CodeGen and MOSS, GPT-Neo (local window shorter than the
 //! prompt), and T5 / Flan-T5 (encoder ids, decoder ids, text to text), on every backend; `zoo
-//! info`, `zoo compare` and `zoo chat` knowing the families.
+//! info`, `zoo compare`, `zoo chat` and `zoo bench` knowing the families.
 
 use crate::common::*;
 
@@ -325,4 +325,42 @@ fn t5_misuse_is_a_clear_error() {
         &["forward", &gpt2, "--ids", "5,6", "--decoder-ids", "0"],
         "encoder-decoders",
     );
+}
+
+#[test]
+fn bench_measures_every_new_family() {
+    let backend = &backend_names()[0];
+    for name in [
+        "opt/post_ln_proj",
+        "bloom/tiny6",
+        "codegen/tiny",
+        "gpt_neo/tiny",
+        "t5/flan",
+    ] {
+        let dir = fixtures().join(name).display().to_string();
+        let out = stdout_json(&zoo(&[
+            "bench",
+            &dir,
+            "--prompt-len",
+            "6",
+            "--gen-len",
+            "4",
+            "--runs",
+            "1",
+            "--backend",
+            backend,
+            "--json",
+        ]));
+        let row = if out["results"].is_array() {
+            out["results"][0].clone()
+        } else {
+            out.clone()
+        };
+        for key in ["prefill_tok_s", "decode_tok_s"] {
+            let rate = row[key]["median"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: {out}"));
+            assert!(rate > 0.0, "{name}: {key} {rate}");
+        }
+    }
 }
