@@ -6,12 +6,10 @@
 //! tokenizer.json) and `post_ln` (3 heads, `apply_residual_connection_post_layernorm`, bare
 //! names in pytorch_model.bin with a stored tied head, old config names).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use burn_zoo::backends::{tolerance, BackendKind};
 use burn_zoo::nn::generate::ids_tensor;
 use burn_zoo::nn::quant::QType;
@@ -22,15 +20,9 @@ fn fixture(name: &str) -> PathBuf {
     fixtures().join("bloom").join(name)
 }
 
-fn output_rows<B: Backend>(t: Tensor<B, 3>) -> Vec<Vec<f32>> {
-    let [_, n, d] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
-    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
-}
-
 fn logits_of<B: Backend>(model: &Bloom<B>, ids: &[u32], device: &B::Device) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache(1, ids.len());
-    output_rows(
+    tensor_rows(
         model
             .forward_cached(ids_tensor::<B>(ids, device), &mut cache, Logits::All)
             .unwrap(),
@@ -72,7 +64,7 @@ impl Parity {
             let out = model
                 .forward_cached(ids_tensor::<B>(&[id], &device), &mut cache, Logits::All)
                 .unwrap();
-            stepwise.extend(output_rows(out));
+            stepwise.extend(tensor_rows(out));
         }
         let diff = max_abs_diff(&stepwise, &logits);
         eprintln!(
@@ -89,7 +81,7 @@ impl Parity {
         // A prefix in one call, the rest in another (a causal mask after cached positions).
         let split = 5;
         let mut cache = model.new_cache(1, prompt.len());
-        let mut chunked = output_rows(
+        let mut chunked = tensor_rows(
             model
                 .forward_cached(
                     ids_tensor::<B>(&prompt[..split], &device),
@@ -98,7 +90,7 @@ impl Parity {
                 )
                 .unwrap(),
         );
-        chunked.extend(output_rows(
+        chunked.extend(tensor_rows(
             model
                 .forward_cached(
                     ids_tensor::<B>(&prompt[split..], &device),
@@ -319,53 +311,7 @@ fn load_on_cpu(dir: &Path) -> Result<(), BloomError> {
 
 /// A copy of fixture `tiny6` in a temporary folder, to damage.
 fn copy_of_tiny6() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("tiny6")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-/// Rewrites `model.safetensors` (f32) through `edit` (name → (shape, values)).
-fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>)) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(name, (view.shape().to_vec(), values));
-    }
-    edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| {
-            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, data)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
-        .iter()
-        .map(|(name, shape, data)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap();
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
-}
-
-fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
-    let path = dir.join("config.json");
-    let mut config = json(&path);
-    config[key] = value;
-    std::fs::write(path, config.to_string()).unwrap();
+    copy_dir(&fixture("tiny6"))
 }
 
 #[test]

@@ -14,7 +14,7 @@ use zoo_nn::{
     generate, ids_tensor, CausalLm, Logits, Message, QType, Sampler, Sampling, WeightFormat,
 };
 
-use crate::common::{ids, json, max_abs_diff};
+use crate::common::{full_logits, ids, json, max_abs_diff};
 
 fn dir(name: &str) -> PathBuf {
     crate::common::fixtures().join("codegen").join(name)
@@ -39,15 +39,6 @@ fn rows<B: Backend>(t: Tensor<B, 3>) -> Vec<Vec<f32>> {
     let [_, n, v] = t.dims();
     let flat: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
     (0..n).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
-}
-
-fn full_logits<B: Backend>(model: &CodeGen<B>, ids: &[u32], device: &B::Device) -> Vec<Vec<f32>> {
-    let mut cache = model.new_cache(1, ids.len());
-    rows(
-        model
-            .forward_cached(ids_tensor::<B>(ids, device), &mut cache, Logits::All)
-            .unwrap(),
-    )
 }
 
 /// Logits within `tol` of transformers', the exact greedy tokens, and cached step-by-step

@@ -114,3 +114,100 @@ pub fn backend_names() -> Vec<String> {
         .map(|k| k.name().to_string())
         .collect()
 }
+
+/// `[1, t, n]` → t rows of n floats.
+pub fn tensor_rows<B: burn::tensor::backend::Backend>(
+    t: burn::tensor::Tensor<B, 3>,
+) -> Vec<Vec<f32>> {
+    let [_, n, d] = t.dims();
+    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
+    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
+}
+
+/// The logits of every position of `ids` in one pass of a causal LM.
+pub fn full_logits<B, M>(model: &M, ids: &[u32], device: &B::Device) -> Vec<Vec<f32>>
+where
+    B: burn::tensor::backend::Backend,
+    M: burn_zoo::nn::CausalLm<B>,
+    M::Error: std::fmt::Debug,
+{
+    let mut cache = model.new_cache(1, ids.len());
+    tensor_rows(
+        model
+            .forward_cached(
+                burn_zoo::nn::ids_tensor::<B>(ids, device),
+                &mut cache,
+                burn_zoo::nn::Logits::All,
+            )
+            .unwrap(),
+    )
+}
+
+/// Smallest cosine similarity between corresponding rows.
+pub fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let nx = x.iter().map(|p| p * p).sum::<f32>().sqrt();
+            let ny = y.iter().map(|q| q * q).sum::<f32>().sqrt();
+            dot / (nx * ny).max(1e-12)
+        })
+        .fold(1.0, f32::min)
+}
+
+/// A copy of a fixture folder in a temporary folder, to damage.
+pub fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    tmp
+}
+
+/// Rewrites a folder's `model.safetensors` (f32) through `edit` (name → (shape, values)).
+pub fn rewrite_weights(
+    dir: &Path,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>),
+) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = std::collections::BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(name, (view.shape().to_vec(), values));
+    }
+    edit(&mut tensors);
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, (shape, values))| {
+            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, shape, data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
+        .iter()
+        .map(|(name, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
+/// Sets one key of a folder's `config.json`.
+pub fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let mut config = json(&path);
+    config[key] = value;
+    std::fs::write(path, config.to_string()).unwrap();
+}

@@ -14,12 +14,6 @@ fn fixture(name: &str) -> PathBuf {
     fixtures().join("gpt2").join(name)
 }
 
-fn output_rows<B: Backend>(t: burn::tensor::Tensor<B, 3>) -> Vec<Vec<f32>> {
-    let [_, n, d] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
-    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
-}
-
 /// Logits and hidden states of the whole prompt, greedy tokens, and incremental decoding.
 struct Parity {
     kind: BackendKind,
@@ -39,7 +33,7 @@ impl Parity {
         let logits = model
             .forward_cached(ids_tensor::<B>(&prompt, &device), &mut cache, Logits::All)
             .unwrap();
-        let logits = output_rows(logits);
+        let logits = tensor_rows(logits);
         let diff = max_abs_diff(&logits, &rows(&reference["logits"]));
         eprintln!("  {} logits max |diff| = {diff:e}", self.name);
         assert!(
@@ -52,7 +46,7 @@ impl Parity {
         let hidden = model
             .hidden(ids_tensor::<B>(&prompt, &device), &mut cache)
             .unwrap();
-        let diff = max_abs_diff(&output_rows(hidden), &rows(&reference["hidden"]));
+        let diff = max_abs_diff(&tensor_rows(hidden), &rows(&reference["hidden"]));
         assert!(diff < tol, "{}: hidden states differ by {diff}", self.name);
 
         // Incremental decoding with the cache, one token at a time, equals the full pass.
@@ -62,7 +56,7 @@ impl Parity {
             let out = model
                 .forward_cached(ids_tensor::<B>(&[id], &device), &mut cache, Logits::All)
                 .unwrap();
-            stepwise.extend(output_rows(out));
+            stepwise.extend(tensor_rows(out));
         }
         let diff = max_abs_diff(&stepwise, &logits);
         assert!(
@@ -74,7 +68,7 @@ impl Parity {
         // Mixed: a prefix in one call, then the rest in another.
         let split = prompt.len() / 2;
         let mut cache = model.new_cache(1, prompt.len());
-        let mut mixed = output_rows(
+        let mut mixed = tensor_rows(
             model
                 .forward_cached(
                     ids_tensor::<B>(&prompt[..split], &device),
@@ -83,7 +77,7 @@ impl Parity {
                 )
                 .unwrap(),
         );
-        mixed.extend(output_rows(
+        mixed.extend(tensor_rows(
             model
                 .forward_cached(
                     ids_tensor::<B>(&prompt[split..], &device),
@@ -178,60 +172,7 @@ fn load_on_flex(dir: &Path) -> Result<(), Gpt2Error> {
 
 /// A copy of fixture `tiny-a` in a temporary folder, to damage.
 fn copy_of_tiny_a() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("tiny-a")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-/// Rewrites `model.safetensors` through `edit` (name → (shape, f32 values)).
-fn rewrite_weights(
-    dir: &Path,
-    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>),
-) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = std::collections::BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(name, (view.shape().to_vec(), values));
-    }
-    edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| {
-            (
-                name,
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
-        .iter()
-        .map(|(name, shape, data)| {
-            (
-                name.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
-}
-
-fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
-    let path = dir.join("config.json");
-    let mut config = json(&path);
-    config[key] = value;
-    std::fs::write(path, config.to_string()).unwrap();
+    copy_dir(&fixture("tiny-a"))
 }
 
 #[test]

@@ -3,11 +3,10 @@
 //! the full pass with a local window shorter than the sequence, quantized loads, the tokenizer,
 //! and every bad load being an error that names the problem.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::backend::Backend;
 use zoo_backends::{tolerance, BackendKind};
 use zoo_gptneo::{load, load_with, open_with, AttentionKind, GptNeo, GptNeoConfig, GptNeoError};
 use zoo_nn::{generate, ids_tensor, CausalLm, Logits, QType, Sampler, Sampling};
@@ -15,12 +14,6 @@ use zoo_nn::{WeightError, WeightFormat};
 
 fn fixture() -> PathBuf {
     fixtures().join("gpt_neo").join("tiny")
-}
-
-fn output_rows<B: Backend>(t: Tensor<B, 3>) -> Vec<Vec<f32>> {
-    let [_, n, d] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
-    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
 }
 
 /// Logits of `ids` in chunks (`[5, 7]` = five positions in one call, then seven), one cache.
@@ -41,7 +34,7 @@ fn chunked<B: Backend>(
                 Logits::All,
             )
             .unwrap();
-        out.extend(output_rows(logits));
+        out.extend(tensor_rows(logits));
         at += n;
     }
     assert_eq!(at, ids.len());
@@ -79,7 +72,7 @@ impl Parity {
         let hidden = model
             .hidden(ids_tensor::<B>(&prompt, &device), &mut cache)
             .unwrap();
-        let diff = max_abs_diff(&output_rows(hidden), &rows(&reference["hidden"]));
+        let diff = max_abs_diff(&tensor_rows(hidden), &rows(&reference["hidden"]));
         assert!(diff < tol, "hidden states differ by {diff}");
 
         // Exact greedy tokens, as transformers' generate with its cache (eos not stopping).
@@ -193,53 +186,7 @@ fn load_on_cpu(dir: &Path) -> Result<(), GptNeoError> {
 
 /// A copy of the fixture in a temporary folder, to damage.
 fn copy_of_tiny() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-/// Rewrites `model.safetensors` through `edit` (name → (shape, f32 values)).
-fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>)) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(name, (view.shape().to_vec(), values));
-    }
-    edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| {
-            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, data)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
-        .iter()
-        .map(|(name, shape, data)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap();
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
-}
-
-fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
-    let path = dir.join("config.json");
-    let mut config = json(&path);
-    config[key] = value;
-    std::fs::write(path, config.to_string()).unwrap();
+    copy_dir(&fixture())
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! compiled-in backend: logits, exact greedy tokens, cache-incremental decoding, GGUF loading,
 //! and load errors.
 
+use crate::common::full_logits;
 use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, Tensor};
@@ -64,15 +65,6 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
             x.iter().zip(y).map(|(p, q)| (p - q).abs())
         })
         .fold(0.0, f32::max)
-}
-
-fn full_logits<B: Backend>(model: &Llama<B>, ids: &[u32], device: &B::Device) -> Vec<Vec<f32>> {
-    let mut cache = model.new_cache(1, ids.len());
-    rows(
-        model
-            .forward_cached(ids_tensor::<B>(ids, device), &mut cache, Logits::All)
-            .unwrap(),
-    )
 }
 
 /// Logits, greedy tokens and cache-incremental decoding of one model against its reference.

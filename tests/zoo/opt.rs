@@ -11,45 +11,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::backend::Backend;
 use zoo_backends::BackendKind;
 use zoo_nn::weights::WeightError;
 use zoo_nn::{generate, ids_tensor, CausalLm, Logits, QType, Sampler, Sampling, WeightFormat};
-use zoo_opt::{Opt, OptConfig, OptError};
+use zoo_opt::{OptConfig, OptError};
 
 const FIXTURES: [&str; 3] = ["pre_ln", "post_ln_proj", "plain_untied"];
 
 fn fixture(name: &str) -> PathBuf {
     fixtures().join("opt").join(name)
-}
-
-fn output_rows<B: Backend>(t: Tensor<B, 3>) -> Vec<Vec<f32>> {
-    let [_, n, d] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
-    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
-}
-
-fn full_logits<B: Backend>(model: &Opt<B>, ids: &[u32], device: &B::Device) -> Vec<Vec<f32>> {
-    let mut cache = model.new_cache(1, ids.len());
-    output_rows(
-        model
-            .forward_cached(ids_tensor::<B>(ids, device), &mut cache, Logits::All)
-            .unwrap(),
-    )
-}
-
-/// Smallest cosine similarity between corresponding rows.
-fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            let nx = x.iter().map(|p| p * p).sum::<f32>().sqrt();
-            let ny = y.iter().map(|q| q * q).sum::<f32>().sqrt();
-            dot / (nx * ny).max(1e-12)
-        })
-        .fold(1.0, f32::min)
 }
 
 /// Logits, greedy tokens and cached decoding of every fixture against transformers.
@@ -89,7 +60,7 @@ impl Parity {
                 let out = model
                     .forward_cached(ids_tensor::<B>(&[id], &device), &mut cache, Logits::All)
                     .unwrap();
-                stepwise.extend(output_rows(out));
+                stepwise.extend(tensor_rows(out));
             }
             let diff = max_abs_diff(&stepwise, &logits);
             assert!(
@@ -105,7 +76,7 @@ impl Parity {
                 let out = model
                     .forward_cached(ids_tensor::<B>(part, &device), &mut cache, Logits::All)
                     .unwrap();
-                chunked.extend(output_rows(out));
+                chunked.extend(tensor_rows(out));
             }
             let diff = max_abs_diff(&chunked, &logits);
             assert!(diff < tol, "{label}: chunked prefill differs by {diff}");
@@ -231,56 +202,7 @@ fn load_on_cpu(dir: &Path) -> Result<(), OptError> {
 
 /// A copy of a fixture in a temporary folder, to damage.
 fn copy_of(name: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-/// Rewrites `model.safetensors` (f32) through `edit` (name → (shape, values)).
-fn rewrite_weights(
-    dir: &Path,
-    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>),
-) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = std::collections::BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(name, (view.shape().to_vec(), values));
-    }
-    edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| {
-            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, data)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
-        .iter()
-        .map(|(name, shape, data)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap();
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
-}
-
-fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
-    let path = dir.join("config.json");
-    let mut config = json(&path);
-    config[key] = value;
-    std::fs::write(path, config.to_string()).unwrap();
+    copy_dir(&fixture(name))
 }
 
 #[test]

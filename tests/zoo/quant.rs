@@ -154,20 +154,6 @@ fn stored_products_equal_the_dequantized_reference_on_every_backend() {
     on_every_backend!(|kind| StoredProducts { kind });
 }
 
-/// The smallest cosine similarity between matching rows of two logit sets.
-fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            let nx = x.iter().map(|p| p * p).sum::<f32>().sqrt();
-            let ny = y.iter().map(|q| q * q).sum::<f32>().sqrt();
-            dot / (nx * ny).max(1e-12)
-        })
-        .fold(1.0, f32::min)
-}
-
 /// A tiny LLaMA written as GGUF by `zoo quantize` and loaded as stored gives the logits of the
 /// same file loaded at f32 (the weights dequantized) on every backend: the products over stored
 /// blocks are exact for the stored weights (up to f32 summation order). With

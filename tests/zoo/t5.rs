@@ -11,7 +11,7 @@ use zoo_nn::weights::{WeightError, Weights};
 use zoo_nn::{ids_tensor, QType, WeightFormat};
 use zoo_t5::{load, open, open_with, relative_position_bucket, T5Config, T5Error, T5};
 
-use crate::common::{ids, json, max_abs_diff, rows};
+use crate::common::{ids, json, max_abs_diff, min_cosine, rows};
 
 fn dir(name: &str) -> PathBuf {
     crate::common::fixtures().join("t5").join(name)
@@ -145,19 +145,6 @@ impl Parity {
 #[test]
 fn t5_fixtures_match_transformers_on_every_backend() {
     on_every_backend!(|kind| Parity { kind });
-}
-
-/// Smallest cosine similarity between matching rows.
-fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            let nx: f32 = x.iter().map(|p| p * p).sum::<f32>().sqrt();
-            let ny: f32 = y.iter().map(|q| q * q).sum::<f32>().sqrt();
-            dot / (nx * ny)
-        })
-        .fold(1.0, f32::min)
 }
 
 struct Quantized {
