@@ -116,10 +116,11 @@ pub fn info(ctx: &Context, args: InfoArgs) -> anyhow::Result<()> {
                 let gb = |b: u64| b as f64 / 1e9;
                 println!();
                 println!("parameters   {} (counted from the config)", c.parameters);
-                println!(
-                    "layers       {}",
-                    c.layers.map_or("-".into(), |l| l.to_string())
-                );
+                let layers = c.layers.map_or("-".into(), |l| l.to_string());
+                match c.decoder_layers {
+                    Some(dec) => println!("layers       {layers} encoder + {dec} decoder"),
+                    None => println!("layers       {layers}"),
+                }
                 println!("hidden       {}", c.hidden);
                 if let (Some(h), Some(kv)) = (c.heads, c.kv_heads) {
                     println!("heads        {h} ({kv} key/value)");
@@ -242,7 +243,7 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
         .filter(|n| !is_buffer(n))
         .map(|n| weights.shape(n).map_or(0, |s| s.iter().product::<usize>()))
         .sum();
-    Ok(json!({
+    let mut facts = json!({
         "path": model.path,
         "family": model.family.name(),
         "model_type": pick(&config, &["model_type"]),
@@ -255,5 +256,15 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
         "parameters": params,
         "fp32_bytes": params * 4,
         "fp16_bytes": params * 2,
-    }))
+    });
+    if model.family == burn_zoo::resolve::Family::T5 {
+        // `layers` is the encoder's; the decoder defaults to the same depth.
+        let decoder = pick(&config, &["num_decoder_layers"]);
+        facts["decoder_layers"] = if decoder.is_null() {
+            facts["layers"].clone()
+        } else {
+            decoder
+        };
+    }
+    Ok(facts)
 }

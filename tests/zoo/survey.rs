@@ -128,7 +128,12 @@ fn info_and_compare_know_each_family() {
     }
     // T5: two stacks, relative positions, no KV cache per layer of a decoder-only model.
     let dir = fixtures().join("t5/flan").display().to_string();
-    assert_eq!(stdout_json(&zoo(&["info", &dir, "--json"]))["family"], "t5");
+    let info = stdout_json(&zoo(&["info", &dir, "--json"]));
+    assert_eq!(info["family"], "t5");
+    assert_eq!(
+        info["decoder_layers"],
+        json(&fixtures().join("t5/flan/config.json"))["num_decoder_layers"]
+    );
     let m = &stdout_json(&zoo(&["compare", &dir, "--json"]))["models"][0];
     assert_eq!(m["family_label"], "T5 (encoder-decoder)");
     assert!(m["positional"]
