@@ -323,25 +323,7 @@ fn measure_seq2seq<B: Backend>(
     }
     let t5 = crate::t5::open_with::<B>(&model.path, device, s.format)?;
     let load_secs = start.elapsed().as_secs_f64();
-    let vocab = t5.model.vocab_size() as u32;
-    // Ids 3… (past T5's pad, eos and unk), cycling through the vocabulary.
-    let prompt: Vec<u32> = (0..s.prompt_len as u32)
-        .map(|i| 3 + (i * 7919) % vocab.saturating_sub(3).max(1))
-        .collect();
-    let config = GenerationConfig {
-        max_new_tokens: s.gen_len,
-        sampling: Sampling::greedy(),
-        stop_ids: Some(Vec::new()),
-    };
-    crate::seq2seq::generate(&t5, &prompt, &config, &mut |_| true)?;
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..s.runs {
-        let out = crate::seq2seq::generate(&t5, &prompt, &config, &mut |_| true)?;
-        prefill.push(out.stats.prefill_rate());
-        if s.gen_len > 1 {
-            decode.push(out.stats.decode_rate());
-        }
-    }
+    let (prefill, decode) = seq2seq_rates(&t5, s.prompt_len, s.gen_len, s.runs)?;
     let mut out = json!({
         "family": model.family.name(),
         "model": model.path,
@@ -352,7 +334,7 @@ fn measure_seq2seq<B: Backend>(
         "prefill_tok_s": spread(&prefill),
         "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
         "weights": s.format.describe(),
-        "method": "encoder-decoder: prefill = encoder tokens per second through the encoder and the first decoder step; decode = decoder tokens per second after the first",
+        "method": SEQ2SEQ_METHOD,
     });
     if text.is_some() {
         out["perplexity"] = Value::Null;
@@ -361,6 +343,90 @@ fn measure_seq2seq<B: Backend>(
         );
     }
     Ok(out)
+}
+
+/// How encoder-decoders are timed, for footnotes and JSON.
+pub const SEQ2SEQ_METHOD: &str = "encoder-decoder: prefill = encoder tokens per second through the encoder and the first decoder step; decode = decoder tokens per second after the first";
+
+/// One warm-up and `runs` timed generations of `gen_len` decoder tokens from `prompt_len`
+/// encoder tokens: (prefill rates, decode rates).
+fn seq2seq_rates<B: Backend>(
+    t5: &crate::t5::T5Generator<B>,
+    prompt_len: usize,
+    gen_len: usize,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    let vocab = t5.model.vocab_size() as u32;
+    // Ids 3… (past T5's pad, eos and unk), spread over the vocabulary.
+    let prompt: Vec<u32> = (0..prompt_len as u32)
+        .map(|i| 3 + (i * 7919) % vocab.saturating_sub(3).max(1))
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: gen_len,
+        sampling: Sampling::greedy(),
+        stop_ids: Some(Vec::new()),
+    };
+    crate::seq2seq::generate(t5, &prompt, &config, &mut |_| true)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let out = crate::seq2seq::generate(t5, &prompt, &config, &mut |_| true)?;
+        prefill.push(out.stats.prefill_rate());
+        if gen_len > 1 {
+            decode.push(out.stats.decode_rate());
+        }
+    }
+    Ok((prefill, decode))
+}
+
+/// A T5 catalog entry at its real size with seeded random weights in `format`.
+fn random_t5<B: Backend>(
+    entry: &ModelEntry,
+    format: WeightFormat,
+    seed: u64,
+    device: &B::Device,
+) -> Result<crate::t5::T5Generator<B>, Error> {
+    let c = &entry.config;
+    let need = |what: &str, v: Option<u64>| -> Result<u64, Error> {
+        v.ok_or_else(|| {
+            Error::Input(format!(
+                "the catalog entry {} has no {what}: its shape is unknown",
+                entry.id
+            ))
+        })
+    };
+    let (layers, d, heads) = (
+        need("layers", c.layers)?,
+        need("hidden_size", c.hidden_size)?,
+        need("heads", c.heads)?,
+    );
+    let tied = c.tied_embeddings == Some(true);
+    let config = crate::t5::T5Config::from_json(
+        &json!({
+            "vocab_size": need("vocab_size", c.vocab_size)?, "d_model": d,
+            "d_kv": c.head_size().unwrap_or(d / heads), "d_ff": need("intermediate_size", c.intermediate_size)?,
+            "num_layers": layers, "num_decoder_layers": c.decoder_layers.unwrap_or(layers),
+            "num_heads": heads,
+            "relative_attention_num_buckets": c.relative_buckets.unwrap_or(32),
+            "relative_attention_max_distance": 128,
+            "layer_norm_epsilon": c.norm_eps.unwrap_or(1e-6),
+            "feed_forward_proj": if c.gated_mlp == Some(true) { "gated-gelu" } else { "relu" },
+            "tie_word_embeddings": tied, "is_encoder_decoder": true, "model_type": "t5",
+            "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+        })
+        .to_string(),
+    )
+    .map_err(|e| Error::Input(format!("{}: {e}", entry.id)))?;
+    let mut w = Weights::synthetic(seed, move |n: &str| {
+        n.ends_with("embed_tokens.weight") || (tied && n == "lm_head.weight")
+    });
+    w.set_format(format);
+    let model = crate::t5::from_weights(&config, &mut w, device)?;
+    Ok(crate::t5::T5Generator {
+        model,
+        config,
+        tokenizer: None,
+        dir: std::path::PathBuf::from(format!("random:{}", entry.id)),
+    })
 }
 
 fn merge(into: &mut Value, from: Value) {
@@ -576,6 +642,25 @@ pub fn measure_random<B: Backend>(
         }
     }
     let start = Instant::now();
+    if entry.architecture == Architecture::T5 {
+        let t5 = random_t5::<B>(entry, s.format, seed, device)?;
+        let load_secs = start.elapsed().as_secs_f64();
+        let (prefill, decode) = seq2seq_rates(&t5, s.prompt_len, s.gen_len, s.runs)?;
+        return Ok(json!({
+            "family": entry.architecture.as_str(),
+            "model": entry.id,
+            "random_weights": true,
+            "seed": seed,
+            "weights": s.format.describe(),
+            "load_secs": load_secs,
+            "prompt_len": s.prompt_len,
+            "gen_len": s.gen_len,
+            "runs": s.runs,
+            "prefill_tok_s": spread(&prefill),
+            "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+            "method": format!("{RANDOM_METHOD}; {SEQ2SEQ_METHOD}"),
+        }));
+    }
     let lm = random_model::<B>(entry, s.format, seed, device)?;
     let load_secs = start.elapsed().as_secs_f64();
     let context = lm.context_length();

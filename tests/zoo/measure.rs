@@ -343,6 +343,7 @@ fn random_weights_bench_every_causal_family_on_every_backend() {
             "bloom-560m",
             "moss-moon-003-sft",
             "gpt-neo-125m",
+            "flan-t5-small",
         ] {
             let mut entry = catalog.get(id).unwrap().clone();
             entry.config.layers = Some(1);
@@ -353,6 +354,7 @@ fn random_weights_bench_every_causal_family_on_every_backend() {
             entry.config.kv_heads = entry.config.kv_heads.map(|_| heads);
             entry.config.head_dim = None;
             entry.config.intermediate_size = Some(96);
+            entry.config.decoder_layers = entry.config.decoder_layers.map(|_| 1);
             for format in [
                 WeightFormat::AS_STORED,
                 WeightFormat::quantized(QType::Q4_0),
