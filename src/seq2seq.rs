@@ -92,6 +92,11 @@ impl<B: Backend> ErasedSeq2Seq for T5Generator<B> {
     }
 }
 
+/// The longest encoder input and decoder output [`generate`] takes: T5's relative positions
+/// have no maximum of their own, but the encoder's attention grows with the square of its
+/// input and the decoder's cache is allocated for the whole output up front.
+pub const MAX_SEQ2SEQ_TOKENS: usize = 8192;
+
 /// Generation from a T5 model: the encoder once, then the decoder one token at a time over its
 /// self-attention cache and the cross-attention K/V computed at the first step; prefill time is
 /// the encoder plus the first decoder step.
@@ -102,6 +107,16 @@ pub fn generate<B: Backend>(
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generated, Error> {
     t5.check_ids(encoder_ids, "encoder")?;
+    for (what, n) in [
+        ("encoder input", encoder_ids.len()),
+        ("decoder output", config.max_new_tokens),
+    ] {
+        if n > MAX_SEQ2SEQ_TOKENS {
+            return Err(Error::Input(format!(
+                "an {what} of {n} tokens is longer than the {MAX_SEQ2SEQ_TOKENS} an encoder-decoder takes here"
+            )));
+        }
+    }
     config
         .sampling
         .validate()

@@ -325,6 +325,17 @@ fn t5_misuse_is_a_clear_error() {
         &["chat", &dir, "--message", "hi"],
         "not a causal language model",
     );
+    fails(
+        &[
+            "generate",
+            &dir,
+            "--ids",
+            "5,6",
+            "--max-new-tokens",
+            "1000000",
+        ],
+        "longer than the 8192",
+    );
     let gpt2 = fixtures().join("gpt2/tiny-a").display().to_string();
     fails(
         &["forward", &gpt2, "--ids", "5,6", "--decoder-ids", "0"],
