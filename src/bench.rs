@@ -322,20 +322,9 @@ fn measure_seq2seq<B: Backend>(
         ));
     }
     let t5 = crate::t5::open_with::<B>(&model.path, device, s.format)?;
-    let load_secs = start.elapsed().as_secs_f64();
-    let (prefill, decode) = seq2seq_rates(&t5, s.prompt_len, s.gen_len, s.runs)?;
-    let mut out = json!({
-        "family": model.family.name(),
-        "model": model.path,
-        "load_secs": load_secs,
-        "prompt_len": s.prompt_len,
-        "gen_len": s.gen_len,
-        "runs": s.runs,
-        "prefill_tok_s": spread(&prefill),
-        "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
-        "weights": s.format.describe(),
-        "method": SEQ2SEQ_METHOD,
-    });
+    let mut out = seq2seq_report(&t5, s, start)?;
+    out["family"] = json!(model.family.name());
+    out["model"] = json!(model.path);
     if text.is_some() {
         out["perplexity"] = Value::Null;
         out["perplexity_note"] = json!(
@@ -349,13 +338,14 @@ fn measure_seq2seq<B: Backend>(
 pub const SEQ2SEQ_METHOD: &str = "encoder-decoder: prefill = encoder tokens per second through the encoder and the first decoder step; decode = decoder tokens per second after the first";
 
 /// One warm-up and `runs` timed generations of `gen_len` decoder tokens from `prompt_len`
-/// encoder tokens: (prefill rates, decode rates).
-fn seq2seq_rates<B: Backend>(
+/// encoder tokens, as a report (load time counted from `start`; the caller names the model).
+fn seq2seq_report<B: Backend>(
     t5: &crate::t5::T5Generator<B>,
-    prompt_len: usize,
-    gen_len: usize,
-    runs: usize,
-) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    s: &BenchSettings,
+    start: Instant,
+) -> Result<Value, Error> {
+    let load_secs = start.elapsed().as_secs_f64();
+    let (prompt_len, gen_len, runs) = (s.prompt_len, s.gen_len, s.runs);
     let vocab = t5.model.vocab_size() as u32;
     // Ids 3… (past T5's pad, eos and unk), spread over the vocabulary.
     let prompt: Vec<u32> = (0..prompt_len as u32)
@@ -375,7 +365,16 @@ fn seq2seq_rates<B: Backend>(
             decode.push(out.stats.decode_rate());
         }
     }
-    Ok((prefill, decode))
+    Ok(json!({
+        "load_secs": load_secs,
+        "prompt_len": prompt_len,
+        "gen_len": gen_len,
+        "runs": runs,
+        "prefill_tok_s": spread(&prefill),
+        "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
+        "weights": s.format.describe(),
+        "method": SEQ2SEQ_METHOD,
+    }))
 }
 
 /// A T5 catalog entry at its real size with seeded random weights in `format`.
@@ -644,22 +643,18 @@ pub fn measure_random<B: Backend>(
     let start = Instant::now();
     if entry.architecture == Architecture::T5 {
         let t5 = random_t5::<B>(entry, s.format, seed, device)?;
-        let load_secs = start.elapsed().as_secs_f64();
-        let (prefill, decode) = seq2seq_rates(&t5, s.prompt_len, s.gen_len, s.runs)?;
-        return Ok(json!({
-            "family": entry.architecture.as_str(),
-            "model": entry.id,
-            "random_weights": true,
-            "seed": seed,
-            "weights": s.format.describe(),
-            "load_secs": load_secs,
-            "prompt_len": s.prompt_len,
-            "gen_len": s.gen_len,
-            "runs": s.runs,
-            "prefill_tok_s": spread(&prefill),
-            "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
-            "method": format!("{RANDOM_METHOD}; {SEQ2SEQ_METHOD}"),
-        }));
+        let mut out = seq2seq_report(&t5, s, start)?;
+        merge(
+            &mut out,
+            json!({
+                "family": entry.architecture.as_str(),
+                "model": entry.id,
+                "random_weights": true,
+                "seed": seed,
+                "method": format!("{RANDOM_METHOD}; {SEQ2SEQ_METHOD}"),
+            }),
+        );
+        return Ok(out);
     }
     let lm = random_model::<B>(entry, s.format, seed, device)?;
     let load_secs = start.elapsed().as_secs_f64();

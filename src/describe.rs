@@ -339,7 +339,8 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
                     linear_bias: Some(true),
                     tied_embeddings: Some(c.tie_word_embeddings),
                     parallel_block: Some(true),
-                    lm_head_bias: Some(!c.tie_word_embeddings),
+                    // CodeGen's config refuses a tied head: the head is separate, with a bias.
+                    lm_head_bias: Some(true),
                     ..ArchConfig::default()
                 },
             )

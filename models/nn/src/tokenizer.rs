@@ -165,11 +165,15 @@ impl TextStream {
         self.ids.push(id);
         // Ids past the tokenizer's vocabulary (an embedding padded beyond it, in the prompt
         // or generated) have no text: the window decodes without them.
+        let vocab = tokenizer.vocab_size();
         let text = |ids: &[u32]| {
+            if ids.iter().all(|&id| (id as usize) < vocab) {
+                return tokenizer.decode(ids, false);
+            }
             let known: Vec<u32> = ids
                 .iter()
                 .copied()
-                .filter(|&id| (id as usize) < tokenizer.vocab_size())
+                .filter(|&id| (id as usize) < vocab)
                 .collect();
             tokenizer.decode(&known, false)
         };
