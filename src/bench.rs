@@ -49,6 +49,9 @@ pub struct BenchSettings {
     pub format: WeightFormat,
 }
 
+/// The most tokens one benchmark forward pass holds (`--batch` × `--prompt-len`).
+pub const MAX_BATCH_TOKENS: usize = 1 << 16;
+
 impl BenchSettings {
     /// Checks the numbers.
     pub fn check(&self) -> Result<(), Error> {
@@ -56,6 +59,16 @@ impl BenchSettings {
             return Err(Error::Input(
                 "runs, prompt length and batch must be at least 1".into(),
             ));
+        }
+        // One forward pass of `batch` sentences holds batch × prompt_len tokens (and their
+        // attention scores): bounded so a typo cannot reserve the machine's memory.
+        if self.batch > 1 && self.batch.saturating_mul(self.prompt_len) > MAX_BATCH_TOKENS {
+            return Err(Error::Input(format!(
+                "a batch of {} sentences of {} tokens is {} tokens per pass, above the {MAX_BATCH_TOKENS} the bench runs",
+                self.batch,
+                self.prompt_len,
+                self.batch.saturating_mul(self.prompt_len)
+            )));
         }
         if self.window.is_some_and(|w| w < 2) {
             return Err(Error::Input("the window must be at least 2 tokens".into()));

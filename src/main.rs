@@ -23,6 +23,9 @@ struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Load weights and word vectors that hold NaN or infinity (refused by default).
+    #[arg(long, global = true, env = "ZOO_ALLOW_NAN")]
+    allow_nan: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +73,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.allow_nan {
+        burn_zoo::nn::weights::allow_non_finite(true);
+        burn_zoo::word2vec::allow_non_finite(true);
+        eprintln!(
+            "warning: --allow-nan: weights and vectors holding NaN or infinity are used as they are; results may be NaN"
+        );
+    }
     let ctx = commands::Context {
         backend: cli.backend.clone(),
         json: cli.json,
@@ -97,7 +107,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", commands::error_message(&err));
             ExitCode::FAILURE
         }
     }

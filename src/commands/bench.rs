@@ -18,10 +18,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub gen_len: usize,
     /// Sentences per forward pass (BERT).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::positive)]
     pub batch: usize,
     /// Timed runs after one warm-up run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::positive)]
     pub runs: usize,
     #[command(flatten)]
     pub weights: WeightArgs,

@@ -17,7 +17,7 @@ pub struct EmbedArgs {
     /// Texts to embed; none: one text per line from stdin.
     pub texts: Vec<String>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::positive)]
     pub batch_size: usize,
     /// Fail instead of truncating texts longer than the model's maximum.
     #[arg(long)]
@@ -44,7 +44,7 @@ pub struct FillMaskArgs {
     /// Text with one or more [MASK] tokens.
     pub text: String,
     /// Candidates per mask.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::positive)]
     pub top: usize,
 }
 

@@ -225,6 +225,9 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
             "file_bytes": std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0),
         }));
     }
+    // The config as the loader reads it: one `forward` would refuse is refused here too,
+    // never echoed as facts.
+    burn_zoo::describe::catalog_entry(model, &model.path.display().to_string())?;
     let text =
         std::fs::read_to_string(model.path.join("config.json")).context("reading config.json")?;
     let config: serde_json::Value = serde_json::from_str(&text).context("parsing config.json")?;

@@ -33,6 +33,20 @@ impl Context {
     }
 }
 
+/// An error and its causes on one line, each cause once: a library error that already shows
+/// its source (`cannot read F: No such file`) is not followed by that source again.
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 /// Resolves `MODEL`: a path (a Hugging Face folder), else a catalog id, fetched if needed.
 pub fn resolve_model(model: &str) -> anyhow::Result<ModelRef> {
     if names_a_path(model) {
@@ -49,13 +63,32 @@ pub fn names_a_path(model: &str) -> bool {
         || model.contains(std::path::MAIN_SEPARATOR)
 }
 
+/// A flag value that must be a whole number of at least 1 (`--top-k 0`, `--batch 0` and the
+/// like are rejected by the parser, before anything runs).
+pub fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(format!("`{text}` is not a whole number ({e})")),
+    }
+}
+
 /// Parses `1,2,3` (spaces allowed) into token ids.
 pub fn parse_ids(text: &str) -> anyhow::Result<Vec<u32>> {
+    if text.trim().is_empty() {
+        bail!("--ids is empty: give at least one token id");
+    }
     let ids: Vec<u32> = text
         .split(',')
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            if s.is_empty() {
+                bail!(
+                    "`{text}` has an empty entry at position {}: give ids separated by single commas, as 1,2,3",
+                    i + 1
+                );
+            }
             s.parse::<u32>().with_context(|| {
                 format!(
                     "`{s}` is not a token id (expected non-negative integers separated by commas)"
@@ -80,7 +113,7 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Keep only the k most likely tokens.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass.
     #[arg(long)]

@@ -70,7 +70,7 @@ pub struct SimilarArgs {
     /// The query word.
     pub word: String,
     /// Neighbours to show.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::positive)]
     pub top: usize,
 }
 
@@ -86,7 +86,7 @@ pub struct AnalogyArgs {
     #[arg(long, default_value = "")]
     pub negative: String,
     /// Answers to show.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::positive)]
     pub top: usize,
     /// 3CosMul (Levy & Goldberg) instead of 3CosAdd.
     #[arg(long)]
@@ -107,6 +107,21 @@ pub struct EvalArgs {
     /// Only the most frequent this many words take part in the analogies.
     #[arg(long, default_value_t = 300_000)]
     pub restrict_vocab: usize,
+}
+
+/// Whether two paths name the same existing file (also through symbolic or hard links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Loads vectors from a path, or fetches a catalog id first.
@@ -257,6 +272,18 @@ pub fn eval(ctx: &Context, args: EvalArgs) -> anyhow::Result<()> {
 
 /// `zoo train-word2vec`.
 pub fn train(ctx: &Context, args: TrainArgs) -> anyhow::Result<()> {
+    if args.out.is_dir() {
+        bail!(
+            "--out {} is a folder: name the vectors file to write",
+            args.out.display()
+        );
+    }
+    if same_file(&args.out, &args.corpus) {
+        bail!(
+            "--out {} is the corpus itself: choose another file (--force never overwrites the corpus)",
+            args.out.display()
+        );
+    }
     if args.out.exists() && !args.force {
         bail!(
             "{} exists: pass --force to overwrite it",
@@ -312,7 +339,8 @@ pub fn train(ctx: &Context, args: TrainArgs) -> anyhow::Result<()> {
     } else {
         Word2VecFormat::Text
     };
-    word2vec::write_word2vec(&args.out, &kv, format)?;
+    // Through a temporary file; without --force a file created meanwhile is not replaced.
+    word2vec::write_word2vec_file(&args.out, &kv, format, args.force)?;
     if ctx.json {
         print_json(&json!({
             "out": args.out,

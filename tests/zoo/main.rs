@@ -16,6 +16,7 @@ mod glm_parity;
 mod glm_tokenizer;
 mod gpt2;
 mod gpt_neo;
+mod hostile;
 mod llama;
 mod measure;
 mod opt;

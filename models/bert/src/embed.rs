@@ -418,7 +418,7 @@ impl<B: Backend> SentenceEncoder<B> {
             let probs = to_vec(probs)?;
             let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut list = Vec::with_capacity(top_k);
+            let mut list = Vec::with_capacity(top_k.min(ranked.len()));
             for &(id, prob) in ranked.iter().take(top_k) {
                 let id = id as u32;
                 list.push(Candidate {

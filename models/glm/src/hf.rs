@@ -146,6 +146,16 @@ impl GlmHfConfig {
 
     /// Checks what the module relies on.
     pub fn validate(&self) -> Result<(), String> {
+        zoo_nn::limits::check_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+            ("head_dim", self.head_dim()),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
         if self.hidden_act != "silu" {
             return Err(format!(
                 "hidden_act `{}` is not supported (GLM uses silu)",

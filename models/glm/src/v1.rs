@@ -128,6 +128,13 @@ impl ChatGlmV1Config {
 
     /// Checks what the module relies on.
     pub fn validate(&self) -> Result<(), String> {
+        zoo_nn::limits::check_sizes(&[
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_layers", self.num_layers),
+            ("vocab_size", self.vocab_size),
+            ("max_sequence_length", self.max_sequence_length),
+        ])?;
         if !self.position_encoding_2d {
             return Err(
                 "position_encoding_2d = false is not supported (ChatGLM-6B uses 2-D)".into(),

@@ -122,6 +122,15 @@ impl ChatGlmV2Config {
 
     /// Checks what the module relies on.
     pub fn validate(&self) -> Result<(), String> {
+        zoo_nn::limits::check_sizes(&[
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_layers", self.num_layers),
+            ("kv_channels", self.kv_channels),
+            ("padded_vocab_size", self.padded_vocab_size),
+            ("ffn_hidden_size", self.ffn_hidden_size),
+            ("seq_length", self.seq_length),
+        ])?;
         if !self.rmsnorm {
             return Err("rmsnorm = false is not supported".into());
         }

@@ -83,9 +83,7 @@ impl Gpt2Config {
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(

@@ -107,9 +107,7 @@ impl GptNeoConfig {
             ("num_layers", self.num_layers),
             ("num_heads", self.num_heads),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         if self.intermediate_size == Some(0) {
             return Err("intermediate_size must be positive".into());

@@ -94,7 +94,14 @@ pub struct LlamaRope<B: Backend> {
     factor: f64,
     /// Positions before dynamic NTK starts rescaling.
     max_positions: usize,
+    /// The frequencies of the table, for positions past its rows.
+    #[module(skip)]
+    inv_freq: Vec<f64>,
 }
+
+/// Rows of the precomputed cos/sin table: positions beyond are computed when a pass reaches
+/// them, so a config claiming a context of 10¹² positions costs nothing until it is used.
+pub const ROPE_TABLE_ROWS: usize = 4096;
 
 impl<B: Backend> LlamaRope<B> {
     /// The rotary state for `config`; `freq_factors` (GGUF `rope_freqs.weight`) divide the
@@ -135,7 +142,10 @@ impl<B: Backend> LlamaRope<B> {
                 original_max_position_embeddings,
             ),
         };
-        let rows = config.max_position_embeddings.min(config.context_length());
+        let rows = config
+            .max_position_embeddings
+            .min(config.context_length())
+            .min(ROPE_TABLE_ROWS);
         let (cos, sin) = rope::cos_sin(&inv_freq, 0, rows, device);
         Self {
             cos,
@@ -145,6 +155,7 @@ impl<B: Backend> LlamaRope<B> {
             theta,
             factor: dyn_factor,
             max_positions: config.max_position_embeddings,
+            inv_freq,
         }
     }
 
@@ -168,6 +179,9 @@ impl<B: Backend> LlamaRope<B> {
                 self.max_positions,
             );
             return rope::cos_sin(&inv, past, t, device);
+        }
+        if past + t > self.cos.dims()[0] {
+            return rope::cos_sin(&self.inv_freq, past, t, device);
         }
         let half = self.dim / 2;
         (

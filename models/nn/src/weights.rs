@@ -92,9 +92,62 @@ pub enum WeightError {
         /// What does not agree.
         reason: String,
     },
+    /// A tensor holds NaN or infinity (see [`allow_non_finite`]).
+    #[error("tensor `{name}` holds {value} at element {index}: refusing weights that turn every output into NaN (pass --allow-nan to load them anyway)")]
+    NonFinite {
+        /// The tensor.
+        name: String,
+        /// The first bad element, row-major.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
     /// The checkpoint has tensors the model did not use.
     #[error("{count} checkpoint tensor(s) were not used by the model: {names}", count = .0.len(), names = .0.join(", "))]
     Unused(Vec<String>),
+}
+
+static ALLOW_NON_FINITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets weights holding NaN or infinity load (by default a tensor with one is
+/// [`WeightError::NonFinite`]). For the whole process; the `zoo` binary sets it from
+/// `--allow-nan` and says so on stderr.
+pub fn allow_non_finite(allow: bool) {
+    ALLOW_NON_FINITE.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Fails on the first NaN or infinity of a tensor, unless [`allow_non_finite`] is on.
+fn check_finite(name: &str, values: &[f32], offset: usize) -> Result<(), WeightError> {
+    if ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(WeightError::NonFinite {
+            name: name.to_string(),
+            index: offset + i,
+            value: values[i],
+        }),
+    }
+}
+
+/// [`check_finite`] for a matrix in a stored format, a few rows at a time.
+fn check_matrix(name: &str, m: &QMatrix) -> Result<(), WeightError> {
+    if ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let (rows, cols) = (m.rows(), m.cols());
+    let step = (1 << 16) / cols.max(1) + 1;
+    let mut buf = Vec::new();
+    let mut r = 0;
+    while r < rows {
+        let end = (r + step).min(rows);
+        buf.resize((end - r) * cols, 0.0);
+        m.dequantize_rows(r..end, &mut buf);
+        check_finite(name, &buf, r * cols)?;
+        r = end;
+    }
+    Ok(())
 }
 
 /// Where one tensor's bytes are.
@@ -326,7 +379,11 @@ impl Weights {
         let mut infos = Vec::new();
         for (name, info) in metadata.tensors() {
             let (start, end) = info.data_offsets;
-            let elements: usize = info.shape.iter().product();
+            let elements = info
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| bad(format!("tensor `{name}` is absurdly large")))?;
             let bytes = elements
                 .checked_mul(info.dtype.bitsize() / 8)
                 .ok_or_else(|| bad(format!("tensor `{name}` is absurdly large")))?;
@@ -337,10 +394,10 @@ impl Weights {
                     info.shape
                 )));
             }
-            if data_start + end > mmap.len() {
+            if data_start.checked_add(end).is_none_or(|e| e > mmap.len()) {
                 return Err(bad(format!(
                     "tensor `{name}` ends at byte {} but the file has {} bytes (truncated?)",
-                    data_start + end,
+                    data_start.saturating_add(end),
                     mmap.len()
                 )));
             }
@@ -363,6 +420,10 @@ impl Weights {
     }
 
     fn add_pytorch(&mut self, path: &Path) -> Result<(), WeightError> {
+        crate::pickle::check_file(path).map_err(|reason| WeightError::Pytorch {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let reader =
             burn_store::pytorch::PytorchReader::new(path).map_err(|e| WeightError::Pytorch {
                 path: path.to_path_buf(),
@@ -448,6 +509,7 @@ impl Weights {
                 })?,
             Entry::Stored(m) => m.dequantize(),
         };
+        check_finite(name, &values, 0)?;
         self.used.insert(name.to_string());
         Ok(values)
     }
@@ -510,6 +572,7 @@ impl Weights {
                 });
             }
             if want.is_none_or(|w| w == m.qtype()) {
+                check_matrix(name, &m)?;
                 self.used.insert(name.to_string());
                 return Ok((m.qtype() != QType::F32 || want.is_some()).then_some(m));
             }

@@ -120,9 +120,7 @@ impl OptConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("word_embed_proj_dim", self.embed_dim()),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(

@@ -128,9 +128,7 @@ impl T5Config {
                 self.relative_attention_max_distance,
             ),
         ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+            zoo_nn::limits::check_size(name, v)?;
         }
         // The log-spaced buckets need at least one exact bucket per direction and a maximum
         // distance beyond the exact range.

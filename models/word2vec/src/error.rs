@@ -27,6 +27,19 @@ pub enum Word2VecError {
     /// An argument outside its allowed range (empty query, zero dimension, bad training setting…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A vector holding NaN or infinity (see [`crate::allow_non_finite`]).
+    #[error("the vector of `{word}` (entry {entry}) holds {value}: refusing vectors that make every cosine NaN (pass --allow-nan to load them anyway)")]
+    NonFinite {
+        /// The word.
+        word: String,
+        /// Its row, from 0.
+        entry: usize,
+        /// The first bad value.
+        value: f32,
+    },
+    /// An output file that exists and may not be replaced.
+    #[error("{0} exists: not overwriting it (pass --force to replace it)")]
+    Exists(PathBuf),
     /// A Burn module whose tables do not match the expected shapes.
     #[error("shape mismatch: {0}")]
     Shape(String),

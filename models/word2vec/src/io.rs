@@ -28,6 +28,7 @@ pub fn read_word2vec(path: impl AsRef<Path>, format: Word2VecFormat) -> Result<K
         Word2VecFormat::Text => parse_text(path, &data, true),
         Word2VecFormat::Binary | Word2VecFormat::BinaryGensim => parse_binary(path, &data),
     }
+    .map_err(|e| in_file(path, e))
 }
 
 /// Reads any vectors file the zoo knows, telling the kind from its content: a folder holding the
@@ -48,6 +49,15 @@ pub fn load_vectors(path: impl AsRef<Path>) -> Result<KeyedVectors> {
         Detected::Text => parse_text(path, &data, true),
         Detected::NoHeader => parse_text(path, &data, false),
     }
+    .map_err(|e| in_file(path, e))
+}
+
+/// A vectors error that does not say which file, with the file.
+fn in_file(path: &Path, e: Word2VecError) -> Word2VecError {
+    match e {
+        Word2VecError::NonFinite { .. } => format_err(path, e.to_string()),
+        other => other,
+    }
 }
 
 enum Detected {
@@ -56,13 +66,17 @@ enum Detected {
     NoHeader,
 }
 
+/// Tells the layout from the content. A first line of two integers is a word2vec header
+/// (negative ones too, so that they are reported as such). After it, the file is binary only
+/// when its bytes are not plain text: a text file with a malformed row is read as text and
+/// the row is reported, never reinterpreted as floats.
 fn detect(data: &[u8]) -> Detected {
     let first_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
     let header = String::from_utf8_lossy(&data[..first_end]);
     let parts: Vec<&str> = header.split_whitespace().collect();
     let dims = match parts.as_slice() {
-        [v, d] => match (v.parse::<usize>(), d.parse::<usize>()) {
-            (Ok(_), Ok(d)) => Some(d),
+        [v, d] => match (v.parse::<i128>(), d.parse::<i128>()) {
+            (Ok(_), Ok(d)) => Some(usize::try_from(d).unwrap_or(0)),
             _ => None,
         },
         _ => None,
@@ -70,6 +84,10 @@ fn detect(data: &[u8]) -> Detected {
     let Some(dim) = dims else {
         return Detected::NoHeader;
     };
+    if dim == 0 {
+        // A negative or zero dimension: parse_header reports it.
+        return Detected::Text;
+    }
     // Text if the next line is a word followed by exactly `dim` numbers.
     let rest = &data[(first_end + 1).min(data.len())..];
     let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -78,12 +96,23 @@ fn detect(data: &[u8]) -> Detected {
             let toks: Vec<&str> = line.split_whitespace().collect();
             if toks.len() == dim + 1 && toks[1..].iter().all(|t| t.parse::<f64>().is_ok()) {
                 Detected::Text
+            } else if is_plain_text(rest) {
+                Detected::Text
             } else {
                 Detected::Binary
             }
         }
         Err(_) => Detected::Binary,
     }
+}
+
+/// Whether bytes are UTF-8 text without control characters other than tab, CR and LF (binary
+/// vectors hold arbitrary bytes: zeros, bytes ≥ 0x80 that are not UTF-8, controls).
+fn is_plain_text(data: &[u8]) -> bool {
+    std::str::from_utf8(data).is_ok_and(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    })
 }
 
 fn parse_header(path: &Path, data: &[u8]) -> Result<(usize, usize, usize)> {
@@ -103,11 +132,22 @@ fn parse_header(path: &Path, data: &[u8]) -> Result<(usize, usize, usize)> {
     if parts.len() != 2 {
         return Err(bad());
     }
-    let vocab: usize = parts[0].parse().map_err(|_| bad())?;
-    let dim: usize = parts[1].parse().map_err(|_| bad())?;
-    if dim == 0 {
-        return Err(format_err(path, "header gives dimension 0"));
+    let vocab: i128 = parts[0].parse().map_err(|_| bad())?;
+    let dim: i128 = parts[1].parse().map_err(|_| bad())?;
+    if vocab < 0 {
+        return Err(format_err(
+            path,
+            format!("header gives a negative vocabulary size {vocab}"),
+        ));
     }
+    if dim <= 0 {
+        return Err(format_err(
+            path,
+            format!("header gives dimension {dim}: it must be positive"),
+        ));
+    }
+    let vocab = usize::try_from(vocab).map_err(|_| bad())?;
+    let dim = usize::try_from(dim).map_err(|_| bad())?;
     Ok((vocab, dim, end + 1))
 }
 
@@ -244,12 +284,68 @@ pub fn write_word2vec(
     kv: &KeyedVectors,
     format: Word2VecFormat,
 ) -> Result<()> {
+    write_word2vec_file(path, kv, format, true)
+}
+
+/// Writes vectors as a word2vec file through a temporary file in the same folder, moved into
+/// place only once complete (a crash or a full disk leaves `path` as it was). With `replace`
+/// false an existing `path` — even one created while the vectors were being computed — is
+/// [`Word2VecError::Exists`] and stays untouched.
+pub fn write_word2vec_file(
+    path: impl AsRef<Path>,
+    kv: &KeyedVectors,
+    format: Word2VecFormat,
+    replace: bool,
+) -> Result<()> {
     let path = path.as_ref();
-    let file = fs::File::create(path).map_err(|e| io_err(path, e))?;
-    let mut w = BufWriter::new(file);
-    write_word2vec_to(&mut w, kv, format)
-        .and_then(|_| w.flush())
-        .map_err(|e| io_err(path, e))
+    write_atomically(path, replace, |w| write_word2vec_to(w, kv, format))
+}
+
+/// Writes a file through `.NAME.PID.tmp` in its folder and renames it into place; without
+/// `replace` the move is a hard link, which fails when `path` exists.
+pub(crate) fn write_atomically(
+    path: &Path,
+    replace: bool,
+    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format_err(path, "not a file name"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, e))?;
+        let mut w = BufWriter::new(file);
+        write(&mut w).map_err(|e| io_err(&tmp, e))?;
+        let file = w.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err(&tmp, e))?;
+        drop(file);
+        if replace {
+            return fs::rename(&tmp, path).map_err(|e| io_err(path, e));
+        }
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => fs::remove_file(&tmp).map_err(|e| io_err(&tmp, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Word2VecError::Exists(path.to_path_buf()))
+            }
+            // A file system without hard links: check, then rename.
+            Err(_) if path.exists() => Err(Word2VecError::Exists(path.to_path_buf())),
+            Err(_) => fs::rename(&tmp, path).map_err(|e| io_err(path, e)),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
 }
 
 /// Writes vectors as word2vec bytes to any writer.
@@ -476,5 +572,83 @@ mod tests {
             push_numpy_f32(&mut s, x);
             assert_eq!(s, want);
         }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("zoo-w2v-io-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn text_with_a_malformed_first_row_is_text_not_binary() {
+        let path = Path::new("v.txt");
+        let data = b"3 4\nthe 0.1 0.2 0.3\nof 0.5 0.6 0.7 0.8\nand 0.9 1.0 1.1 1.2\n";
+        assert!(matches!(detect(data), Detected::Text));
+        let e = parse_text(path, data, true).unwrap_err().to_string();
+        assert!(e.contains("line 2: `the` has 3 numbers, expected 4"), "{e}");
+        // Real binary vectors (bytes that are not text) are still binary.
+        let mut bin = b"1 2\nab ".to_vec();
+        bin.extend_from_slice(&1.5f32.to_le_bytes());
+        bin.extend_from_slice(&(-2.0f32).to_le_bytes());
+        assert!(matches!(detect(&bin), Detected::Binary));
+        let kv = parse_binary(path, &bin).unwrap();
+        assert_eq!(kv.row(0), &[1.5, -2.0]);
+    }
+
+    #[test]
+    fn negative_header_numbers_are_reported_as_such() {
+        let path = Path::new("v.txt");
+        for (data, want) in [
+            (&b"2 -5\na 1 2\n"[..], "header gives dimension -5"),
+            (&b"-2 5\na 1 2 3 4 5\n"[..], "negative vocabulary size -2"),
+            (&b"2 0\na\n"[..], "header gives dimension 0"),
+        ] {
+            assert!(matches!(detect(data), Detected::Text));
+            let e = parse_text(path, data, true).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn non_finite_vectors_are_an_error_naming_the_word() {
+        let dir = scratch("nan");
+        let path = dir.join("v.txt");
+        fs::write(&path, "2 2\nok 1 2\nbad 3 inf\n").unwrap();
+        let e = load_vectors(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("v.txt") && e.contains("`bad` (entry 1) holds inf"),
+            "{e}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn writes_are_atomic_and_never_replace_without_leave() {
+        let dir = scratch("atomic");
+        let kv =
+            KeyedVectors::new(vec!["a".into(), "b".into()], 2, vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+        let path = dir.join("out.txt");
+        write_word2vec_file(&path, &kv, Word2VecFormat::Text, false).unwrap();
+        let first = fs::read_to_string(&path).unwrap();
+        assert_eq!(first, "2 2\na 1.0 0.0\nb 0.0 1.0\n");
+        // A file that appeared meanwhile is not replaced without leave, and stays intact.
+        fs::write(&path, "user data").unwrap();
+        let e = write_word2vec_file(&path, &kv, Word2VecFormat::Text, false).unwrap_err();
+        assert!(matches!(e, Word2VecError::Exists(_)), "{e}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "user data");
+        write_word2vec_file(&path, &kv, Word2VecFormat::Binary, true).unwrap();
+        assert_eq!(
+            read_word2vec(&path, Word2VecFormat::Binary).unwrap().row(1),
+            &[0.0, 1.0]
+        );
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.txt"]);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

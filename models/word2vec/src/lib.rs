@@ -25,12 +25,25 @@ pub use eval::{
 };
 pub use io::{
     load_vectors, read_glove_npy, read_glove_package, read_glove_text, read_word2vec,
-    write_word2vec, Word2VecFormat,
+    write_word2vec, write_word2vec_file, Word2VecFormat,
 };
 pub use model::{Cbow, SkipGram, Word2VecConfig};
 pub use train::{train, Architecture, Loss, Progress, TrainConfig, Trained};
 pub use vectors::{AnalogyMethod, KeyedVectors, Neighbor};
 pub use vocab::Vocab;
+
+static ALLOW_NON_FINITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets vectors holding NaN or infinity load (they are an error by default: every cosine with
+/// them is NaN). For the whole process; the `zoo` binary sets it from `--allow-nan`.
+pub fn allow_non_finite(allow: bool) {
+    ALLOW_NON_FINITE.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`allow_non_finite`] is on.
+pub fn non_finite_allowed() -> bool {
+    ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Reads the one string column of a small parquet file (as the GloVe 6B package's word list).
 pub fn read_parquet_strings(path: impl AsRef<std::path::Path>) -> Result<Vec<String>> {

@@ -104,6 +104,22 @@ impl TrainConfig {
         if self.threads == 0 {
             return bad("threads must be positive");
         }
+        // Upper bounds: the tables are vocabulary × dim floats, each word costs
+        // window × (negative + 1) dot products, so an absurd value is memory or time
+        // without end, never a better model.
+        for (name, value, max) in [
+            ("dim", self.dim, MAX_DIM),
+            ("window", self.window, MAX_WINDOW),
+            ("negative", self.negative, MAX_NEGATIVE),
+            ("epochs", self.epochs, MAX_EPOCHS),
+            ("threads", self.threads, MAX_THREADS),
+        ] {
+            if value > max {
+                return Err(Word2VecError::InvalidArgument(format!(
+                    "{name} is {value}, above the largest accepted ({max})"
+                )));
+            }
+        }
         let ok = |x: f64, strict: bool| x.is_finite() && (x > 0.0 || (!strict && x == 0.0));
         if !ok(self.alpha as f64, true)
             || !ok(self.min_alpha as f64, false)
@@ -114,6 +130,19 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+/// The largest vector size trained (published word2vec / GloVe vectors use at most 1000).
+pub const MAX_DIM: usize = 1 << 14;
+/// The most floats in one of the two training tables (vocabulary × dim: 8 GiB of f32).
+pub const MAX_TABLE_FLOATS: usize = 1 << 31;
+/// The largest context window.
+pub const MAX_WINDOW: usize = 1000;
+/// The most negative samples per example (word2vec uses 5–20).
+pub const MAX_NEGATIVE: usize = 1000;
+/// The most passes over the corpus.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The most worker threads.
+pub const MAX_THREADS: usize = 1024;
 
 /// A progress report, given to the caller's callback from the calling thread.
 #[derive(Debug, Clone, Copy)]
@@ -530,6 +559,12 @@ pub fn train_corpus(
     let (v, dim) = (vocab.len(), config.dim);
     if v == 0 {
         return Err(Word2VecError::InvalidArgument("empty vocabulary".into()));
+    }
+    if v.saturating_mul(dim) > MAX_TABLE_FLOATS {
+        return Err(Word2VecError::InvalidArgument(format!(
+            "{v} words × dim {dim} is {} floats per table, above the {MAX_TABLE_FLOATS} trained (raise --min-count or lower --dim)",
+            v.saturating_mul(dim)
+        )));
     }
     let mut rng = Rng(config.seed);
     let mut syn0: Vec<f32> = (0..v * dim)

@@ -46,6 +46,15 @@ impl KeyedVectors {
                 vectors.len()
             )));
         }
+        if !crate::non_finite_allowed() {
+            if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
+                return Err(Word2VecError::NonFinite {
+                    word: words[i / dim].clone(),
+                    entry: i / dim,
+                    value: vectors[i],
+                });
+            }
+        }
         let mut index = HashMap::with_capacity(words.len());
         let mut kept_words = Vec::with_capacity(words.len());
         let mut kept = Vec::with_capacity(vectors.len());
@@ -274,6 +283,8 @@ impl KeyedVectors {
 /// The `k` best (index, score) pairs by descending score, skipping `exclude`; ties go to the
 /// lower index and NaN ranks last.
 pub(crate) fn top_k(scores: &[f32], k: usize, exclude: &[usize]) -> Vec<(usize, f32)> {
+    // Never more than the scores there are, whatever `k` asks.
+    let k = k.min(scores.len());
     let mut best: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
     if k == 0 {
         return best;
@@ -346,5 +357,7 @@ mod tests {
         let s = [0.5, 0.9, 0.9, f32::NAN, 0.1, 0.95];
         assert_eq!(top_k(&s, 3, &[5]), vec![(1, 0.9), (2, 0.9), (0, 0.5)]);
         assert_eq!(top_k(&s, 0, &[]), vec![]);
+        // An absurd `k` is capped by the number of scores (no allocation sized by `k`).
+        assert_eq!(top_k(&s, usize::MAX, &[]).len(), s.len());
     }
 }
