@@ -248,6 +248,68 @@ pub struct SpOptions {
     pub extra_special: Vec<String>,
 }
 
+/// Checks a precompiled charsmap (a darts double-array trie over UTF-8 bytes, then the
+/// normalised strings) before tokenizers' reader sees it: that reader reserves the trie size
+/// the first 4 bytes claim, and its lookup indexes the array unchecked, so a corrupt map
+/// aborts or panics on some input text. Every node a lookup can reach is visited once, with
+/// every byte that may follow it, so no input text can index outside the trie or the strings.
+pub fn check_charsmap(map: &[u8]) -> Result<(), String> {
+    let (size, rest) = match map {
+        [a, b, c, d, rest @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) as usize, rest),
+        _ => return Err("shorter than its 4-byte trie size".into()),
+    };
+    if size > rest.len() || size < 4 {
+        return Err(format!(
+            "the trie takes {size} bytes but {} follow",
+            rest.len()
+        ));
+    }
+    let trie: Vec<usize> = rest[..size / 4 * 4]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let strings = std::str::from_utf8(&rest[size / 4 * 4..])
+        .map_err(|_| "its normalised strings are not UTF-8".to_string())?;
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let label = |u: usize| u & ((1 << 31) | 0xFF);
+    let mut seen = vec![false; trie.len()];
+    let mut bases = vec![offset(trie[0])];
+    while let Some(base) = bases.pop() {
+        for c in 1..=255usize {
+            let child = base ^ c;
+            let Some(&unit) = trie.get(child) else {
+                return Err(format!(
+                    "node {child} lies outside the trie of {} units",
+                    trie.len()
+                ));
+            };
+            if label(unit) != c {
+                continue;
+            }
+            let next = child ^ offset(unit);
+            let Some(&leaf) = trie.get(next) else {
+                return Err(format!(
+                    "node {next} lies outside the trie of {} units",
+                    trie.len()
+                ));
+            };
+            if (unit >> 8) & 1 == 1 {
+                let at = leaf & ((1 << 31) - 1);
+                if at > strings.len() || !strings.is_char_boundary(at) {
+                    return Err(format!(
+                        "a replacement starts at byte {at} of {} bytes of strings",
+                        strings.len()
+                    ));
+                }
+            }
+            if !std::mem::replace(&mut seen[next], true) {
+                bases.push(next);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds a tokenizer from a parsed SentencePiece model.
 pub fn sentencepiece_tokenizer(
     model: &SpModel,
@@ -429,6 +491,8 @@ fn sp_normalizer(model: &SpModel, v1_whitespace: bool) -> Result<NormalizerWrapp
     }
     let spec = &model.normalizer;
     if !spec.precompiled_charsmap.is_empty() {
+        check_charsmap(&spec.precompiled_charsmap)
+            .map_err(|e| format!("bad precompiled charsmap: {e}"))?;
         let map = Precompiled::from(&spec.precompiled_charsmap)
             .map_err(|e| format!("bad precompiled charsmap: {e}"))?;
         steps.push(map.into());
@@ -858,6 +922,33 @@ mod tests {
         assert_eq!(base64_decode("5L2g").unwrap(), "你".as_bytes());
         assert!(base64_decode("a$==").is_err());
         assert!(base64_decode("abc").is_err());
+    }
+
+    /// Found by the `sentencepiece` fuzz target: a charsmap whose trie points outside itself
+    /// made tokenizers' normaliser panic on the first text encoded.
+    #[test]
+    fn a_corrupt_charsmap_is_an_error_at_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let bytes = std::fs::read(root.join("hostile/sentencepiece_bad_charsmap.model")).unwrap();
+        let model = SpModel::parse(&bytes).unwrap();
+        let options = SpOptions {
+            id_offset: 0,
+            v1_whitespace: false,
+            extra_special: vec![],
+        };
+        let e = sentencepiece_tokenizer(&model, &options).unwrap_err();
+        assert!(e.contains("bad precompiled charsmap"), "{e}");
+        // The real maps pass the same check.
+        for name in ["tokenizer.model", "ice_text.model"] {
+            let real =
+                SpModel::parse(&std::fs::read(root.join("glm/tokenizers").join(name)).unwrap())
+                    .unwrap();
+            if !real.normalizer.precompiled_charsmap.is_empty() {
+                check_charsmap(&real.normalizer.precompiled_charsmap).unwrap();
+            }
+        }
+        // A trie size beyond the bytes that follow (reserved unchecked by the reader).
+        assert!(check_charsmap(&[0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4]).is_err());
     }
 
     #[test]

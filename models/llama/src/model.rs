@@ -346,3 +346,33 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         self.embed_tokens.device()
     }
 }
+
+#[cfg(test)]
+mod rope_tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn values(t: Tensor<Flex, 2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    #[test]
+    fn a_huge_context_builds_few_rows_and_computes_the_rest_alike() {
+        let config = LlamaConfig {
+            max_position_embeddings: 60_000_000,
+            hidden_size: 64,
+            num_attention_heads: 4,
+            ..LlamaConfig::default()
+        };
+        let device = Default::default();
+        let rope = LlamaRope::<Flex>::new(&config, None, &device);
+        assert_eq!(rope.cos.dims(), [ROPE_TABLE_ROWS, 8]);
+        // Positions inside the table, across its end, and far beyond: the same formula.
+        for (past, t) in [(4000, 96), (4090, 12), (59_999_990, 10)] {
+            let (cos, sin) = rope.cos_sin(past, t, &device);
+            let (want_cos, want_sin) = rope::cos_sin::<Flex>(&rope.inv_freq, past, t, &device);
+            assert_eq!(values(cos), values(want_cos), "cos at {past}");
+            assert_eq!(values(sin), values(want_sin), "sin at {past}");
+        }
+    }
+}

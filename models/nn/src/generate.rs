@@ -113,7 +113,7 @@ pub fn generate<B: Backend, M: CausalLm<B>>(
         return Err(GenerateError::BadId { id, vocab });
     }
     let context = model.max_positions();
-    if prompt.len() + max_new > context {
+    if prompt.len().saturating_add(max_new) > context {
         return Err(GenerateError::TooLong {
             prompt: prompt.len(),
             new: max_new,
