@@ -189,7 +189,7 @@ fn a_truncated_bin_archive_is_reported_as_one() {
 fn nan_weights_are_an_error_naming_the_tensor_unless_allowed() {
     let dir = copy_dir(&gpt2_dir());
     rewrite_weights(dir.path(), |t| {
-        t.get_mut("h.1.mlp.c_fc.weight").unwrap().1[7] = f32::NAN;
+        t.get_mut("transformer.h.1.mlp.c_fc.weight").unwrap().1[7] = f32::NAN;
     });
     let d = dir.path().display().to_string();
     assert_error(
@@ -201,7 +201,7 @@ fn nan_weights_are_an_error_naming_the_tensor_unless_allowed() {
             "--backend",
             cpu_backend().name(),
         ]),
-        "tensor `h.1.mlp.c_fc.weight` holds NaN at element 7",
+        "tensor `transformer.h.1.mlp.c_fc.weight` holds NaN at element 7",
     );
     let out = zoo(&[
         "forward",
@@ -372,7 +372,7 @@ fn errors_say_each_thing_once() {
     let path = tmp.path().join("cut.gguf");
     std::fs::write(&path, &bytes[..40]).unwrap();
     let p = path.display().to_string();
-    let stderr = assert_error(&zoo(&["forward", &p, "--ids", "1"]), "truncated");
+    let stderr = assert_error(&zoo(&["forward", &p, "--ids", "1"]), "corrupt GGUF file");
     assert_no_repetition(&stderr);
     // A word-vector file that is a folder without the GloVe package: one I/O message.
     let stderr = assert_error(
