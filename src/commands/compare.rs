@@ -6,7 +6,7 @@ mod speed_svg;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use burn_zoo::catalog::compare::{self, Comparison};
 use burn_zoo::resolve::resolve_path;
 
@@ -136,7 +136,7 @@ pub fn compare(ctx: &Context, args: CompareArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
         check_overwrite(path, args.force)?;
         let svg = compare::memory_svg(&models, args.plot_max_context);
-        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        super::write_atomic(path, svg.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
 

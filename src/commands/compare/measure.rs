@@ -277,7 +277,7 @@ pub fn compare_measured(ctx: &Context, args: &CompareArgs) -> anyhow::Result<()>
             .collect();
         let runs = args.settings.runs;
         let svg = speed_svg(&bars, runs);
-        std::fs::write(plot, svg).with_context(|| format!("writing {}", plot.display()))?;
+        crate::commands::write_atomic(plot, svg.as_bytes())?;
         eprintln!("wrote {}", plot.display());
     }
 
@@ -287,7 +287,7 @@ pub fn compare_measured(ctx: &Context, args: &CompareArgs) -> anyhow::Result<()>
         .collect();
     if let Some(plot) = &args.plot {
         let svg = compare::memory_svg(&comparisons, args.plot_max_context);
-        std::fs::write(plot, svg).with_context(|| format!("writing {}", plot.display()))?;
+        crate::commands::write_atomic(plot, svg.as_bytes())?;
         eprintln!("wrote {}", plot.display());
     }
     if ctx.json {
