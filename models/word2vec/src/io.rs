@@ -644,11 +644,11 @@ mod tests {
             &[0.0, 1.0]
         );
         // No temporary file is left behind.
-        let names: Vec<_> = fs::read_dir(&dir)
+        let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["out.txt"]);
+        assert_eq!(names, vec!["out.txt".to_string()]);
         let _ = fs::remove_dir_all(&dir);
     }
 }
