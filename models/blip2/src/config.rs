@@ -316,7 +316,7 @@ pub struct PreprocessorConfig {
     pub image_mean: [f64; 3],
     /// Per-channel standard deviation (CLIP's by default).
     pub image_std: [f64; 3],
-    /// Convert to RGB first (alpha dropped, grey replicated).
+    /// Convert to RGB first (grey replicated, transparency composited onto white).
     pub do_convert_rgb: bool,
 }
 

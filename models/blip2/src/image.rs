@@ -71,7 +71,8 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
-/// Reads a PNG or JPEG file as 8-bit RGB (alpha dropped, grey replicated, 16-bit reduced).
+/// Reads a PNG or JPEG file as 8-bit RGB as transformers' `convert_to_rgb` makes it: grey
+/// replicated, transparency composited onto white, 16-bit reduced to 8.
 pub fn read_rgb(path: &Path) -> Result<Rgb8, ImageError> {
     let io = |reason: String| ImageError::Io {
         path: path.to_path_buf(),
@@ -128,12 +129,40 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<Rgb8, ImageError> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     r.limits(limits);
     let img = r.decode().map_err(|e| decode(e.to_string()))?;
-    let rgb = img.to_rgb8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data = if img.color().has_alpha() {
+        // transformers' `convert_to_rgb`: composited onto white (PIL's `alpha_composite`).
+        img.to_rgba8()
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let a = u32::from(p[3]);
+                [0, 1, 2].map(|c| over_white(u32::from(p[c]), a))
+            })
+            .collect()
+    } else {
+        img.to_rgb8().into_raw()
+    };
     Ok(Rgb8 {
-        width: rgb.width() as usize,
-        height: rgb.height() as usize,
-        data: rgb.into_raw(),
+        width,
+        height,
+        data,
     })
+}
+
+/// One channel of PIL's `alpha_composite(white, pixel)`: its integer arithmetic with 7 extra
+/// bits and divisions by 255 rounded as `((x >> 8) + x) >> 8`.
+fn over_white(value: u32, alpha: u32) -> u8 {
+    if alpha == 0 {
+        return 255;
+    }
+    const BITS: u32 = 7;
+    let blend = 255 * (255 - alpha);
+    let out_a = alpha * 255 + blend;
+    let coef1 = alpha * 255 * 255 * (1 << BITS) / out_a;
+    let coef2 = 255 * (1 << BITS) - coef1;
+    let t = value * coef1 + 255 * coef2 + (0x80 << BITS);
+    ((((t >> 8) + t) >> 8) >> BITS) as u8
 }
 
 /// Fixed-point bits of PIL's 8-bit resampling weights.
