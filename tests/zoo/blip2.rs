@@ -40,7 +40,10 @@ fn floats(value: &serde_json::Value) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Pixel values against `BlipImageProcessorPil`: the PNGs (RGB downscaled, RGBA composited
@@ -119,7 +122,10 @@ impl Parity {
             assert_eq!(out.ids, ids(&r["greedy"]), "{label}: greedy tokens");
             greedy_seen.push(out.ids);
         }
-        assert_ne!(greedy_seen[0], greedy_seen[1], "a different image, the same answer");
+        assert_ne!(
+            greedy_seen[0], greedy_seen[1],
+            "a different image, the same answer"
+        );
 
         // Placeholders without an image, and an image without placeholders, are errors.
         lm.set_image_embeds(None);
@@ -170,7 +176,14 @@ fn zoo_generate_with_an_image_matches_transformers() {
         let r = &reference["images"]["a.png"];
         let image = dir().join("a.png").display().to_string();
         let out = zoo(&[
-            "forward", &model, "--image", &image, "--ids", &input_ids, "--backend", &backend,
+            "forward",
+            &model,
+            "--image",
+            &image,
+            "--ids",
+            &input_ids,
+            "--backend",
+            &backend,
             "--json",
         ]);
         let value = stdout_json(&out);
@@ -186,7 +199,9 @@ fn zoo_chat_with_an_image_gives_minigpt4_reply() {
     let reference = reference();
     let chat = &reference["chat"];
     let model = model_dir().display().to_string();
-    let tokenizer = zoo_nn::TextTokenizer::from_dir(&model_dir()).unwrap().unwrap();
+    let tokenizer = zoo_nn::TextTokenizer::from_dir(&model_dir())
+        .unwrap()
+        .unwrap();
     for name in ["a.png", "c.png"] {
         let r = &reference["images"][name];
         let greedy = ids(&r["chat_greedy"]);
@@ -226,7 +241,9 @@ fn minigpt4_prompt_ids_split_at_image_here() {
     use zoo_nn::chat::{ChatFormat, Message};
     let reference = reference();
     let chat = &reference["chat"];
-    let tokenizer = zoo_nn::TextTokenizer::from_dir(&model_dir()).unwrap().unwrap();
+    let tokenizer = zoo_nn::TextTokenizer::from_dir(&model_dir())
+        .unwrap()
+        .unwrap();
     let format = zoo_blip2::MiniGpt4Format::new(3, 4);
     let messages = [Message::new("user", chat["message"].as_str().unwrap())];
     assert_eq!(
@@ -284,12 +301,31 @@ fn bad_images_are_clear_errors() {
     let png = std::fs::read(dir().join("a.png")).unwrap();
     let jpg = std::fs::read(dir().join("b.jpg")).unwrap();
     let cases: Vec<(PathBuf, &str)> = vec![
-        (write(tmp.path(), "text.png", b"hello, not an image"), "not a PNG or JPEG"),
-        (write(tmp.path(), "cut.png", &png[..png.len() / 2]), "cut.png"),
-        (write(tmp.path(), "cut.jpg", &jpg[..jpg.len() / 3]), "cut.jpg"),
+        (
+            write(tmp.path(), "text.png", b"hello, not an image"),
+            "not a PNG or JPEG",
+        ),
+        (
+            write(tmp.path(), "cut.png", &png[..png.len() / 2]),
+            "cut.png",
+        ),
+        (
+            write(tmp.path(), "cut.jpg", &jpg[..jpg.len() / 3]),
+            "cut.jpg",
+        ),
         (write(tmp.path(), "empty.png", &png_header(0, 0)), "cut"),
-        (write(tmp.path(), "huge.png", &png_header(100_000, 100_000)), "more than 16384 pixels a side"),
-        (write(tmp.path(), "gif.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"), "only PNG and JPEG"),
+        (
+            write(tmp.path(), "huge.png", &png_header(100_000, 100_000)),
+            "more than 16384 pixels a side",
+        ),
+        (
+            write(
+                tmp.path(),
+                "gif.gif",
+                b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+            ),
+            "only PNG and JPEG",
+        ),
         (tmp.path().join("missing.png"), "cannot read image"),
     ];
     let pre = zoo_blip2::PreprocessorConfig::for_image_size(32);
@@ -299,8 +335,14 @@ fn bad_images_are_clear_errors() {
         eprintln!("  {}: {text}", path.display());
         if path.ends_with("empty.png") {
             assert!(
-                matches!(err, ImageError::Dimensions { width: 0, height: 0, .. })
-                    || matches!(err, ImageError::Decode { .. }),
+                matches!(
+                    err,
+                    ImageError::Dimensions {
+                        width: 0,
+                        height: 0,
+                        ..
+                    }
+                ) || matches!(err, ImageError::Decode { .. }),
                 "{text}"
             );
         } else if *needle != "cut" {
@@ -329,9 +371,20 @@ fn bad_images_are_clear_errors() {
     // --image on a model without a vision encoder.
     let llama = fixtures().join("llama/gqa").display().to_string();
     let out = zoo(&[
-        "generate", &llama, "--image", &dir().join("a.png").display().to_string(), "--ids", "1,2",
-        "--max-new-tokens", "1", "--backend", &backend_names()[0],
+        "generate",
+        &llama,
+        "--image",
+        &dir().join("a.png").display().to_string(),
+        "--ids",
+        "1,2",
+        "--max-new-tokens",
+        "1",
+        "--backend",
+        &backend_names()[0],
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("no vision encoder"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("no vision encoder"),
+        "{stderr}"
+    );
 }

@@ -55,7 +55,10 @@ pub fn render(messages: &[Message]) -> Result<String, ChatError> {
         match m.role.as_str() {
             "user" if !image_placed => {
                 image_placed = true;
-                text.push_str(&format!("Human: <Img>{IMAGE_HERE}</Img> {}{SEP}", m.content));
+                text.push_str(&format!(
+                    "Human: <Img>{IMAGE_HERE}</Img> {}{SEP}",
+                    m.content
+                ));
             }
             "user" => text.push_str(&format!("Human: {}{SEP}", m.content)),
             "assistant" => text.push_str(&format!("Assistant: {}{SEP}", m.content)),

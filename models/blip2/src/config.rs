@@ -376,7 +376,9 @@ impl PreprocessorConfig {
     /// Checks the settings are ones the zoo implements and give the model's input size.
     pub fn validate(&self, image_size: usize) -> Result<(), String> {
         if !self.do_resize {
-            return Err("do_resize false is not supported: images are resized to the model's size".into());
+            return Err(
+                "do_resize false is not supported: images are resized to the model's size".into(),
+            );
         }
         if self.resample != 3 {
             return Err(format!(

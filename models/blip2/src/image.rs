@@ -78,7 +78,9 @@ pub fn read_rgb(path: &Path) -> Result<Rgb8, ImageError> {
         path: path.to_path_buf(),
         reason,
     };
-    let len = std::fs::metadata(path).map_err(|e| io(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| io(e.to_string()))?
+        .len();
     if len > MAX_FILE_BYTES {
         return Err(io(format!(
             "{len} bytes, more than the {MAX_FILE_BYTES} an image may have"
@@ -94,8 +96,8 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<Rgb8, ImageError> {
         path: path.to_path_buf(),
         reason,
     };
-    let format = image::guess_format(bytes)
-        .map_err(|_| decode("not a PNG or JPEG image".into()))?;
+    let format =
+        image::guess_format(bytes).map_err(|_| decode("not a PNG or JPEG image".into()))?;
     if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
         return Err(decode(format!(
             "a {format:?} image: only PNG and JPEG are supported"
@@ -332,7 +334,10 @@ mod tests {
         for (i, o) in [(45, 32), (20, 32), (61, 7), (5, 5)] {
             for (_, k) in taps(i, o) {
                 let sum: i64 = k.iter().map(|&w| i64::from(w)).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{i}->{o}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= k.len() as i64,
+                    "{i}->{o}"
+                );
             }
         }
         let img = Rgb8 {

@@ -26,9 +26,9 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_llama::LlamaCache;
 use zoo_nn::{CausalLm, Logits};
 
+pub use crate::image::ImageError;
 pub use chat::MiniGpt4Format;
 pub use config::{Blip2Config, PreprocessorConfig, QFormerConfig, VisionConfig};
-pub use crate::image::ImageError;
 pub use load::{from_weights, load, load_with, open, open_with, Blip2Generator};
 pub use model::{Blip2, ForwardError};
 

@@ -39,8 +39,8 @@ use zoo_nn::{Dense, LayerNorm, TextEncoding, TextGenerator, TextTokenizer, Weigh
 use crate::chat::MiniGpt4Format;
 use crate::config::{Blip2Config, PreprocessorConfig};
 use crate::model::{
-    Blip2, QFormer, QFormerAttention, QFormerLayer, VisionAttention, VisionEmbeddings,
-    VisionLayer, VisionModel,
+    Blip2, QFormer, QFormerAttention, QFormerLayer, VisionAttention, VisionEmbeddings, VisionLayer,
+    VisionModel,
 };
 use crate::{Blip2Error, Blip2Lm};
 
@@ -63,7 +63,10 @@ pub fn read_config(dir: &Path) -> Result<Blip2Config, Blip2Error> {
 
 /// Reads `preprocessor_config.json`, or BLIP's defaults at the model's image size when the
 /// folder has none.
-pub fn read_preprocessor(dir: &Path, config: &Blip2Config) -> Result<PreprocessorConfig, Blip2Error> {
+pub fn read_preprocessor(
+    dir: &Path,
+    config: &Blip2Config,
+) -> Result<PreprocessorConfig, Blip2Error> {
     let path = dir.join("preprocessor_config.json");
     let size = config.vision.image_size;
     if !path.is_file() {
@@ -198,11 +201,13 @@ fn vision<B: Backend>(
     let eps = v.layer_norm_eps;
     let act = config.vision_activation();
     let e = "vision_model.embeddings";
-    let conv: Tensor<B, 4> = w.tensor(&format!("{e}.patch_embedding.weight"), [d, 3, p, p], device)?;
+    let conv: Tensor<B, 4> =
+        w.tensor(&format!("{e}.patch_embedding.weight"), [d, 3, p, p], device)?;
     let conv_bias = w.tensor(&format!("{e}.patch_embedding.bias"), [d], device)?;
     let class: Tensor<B, 3> = w.tensor(&format!("{e}.class_embedding"), [1, 1, d], device)?;
     let n = v.num_positions();
-    let positions: Tensor<B, 3> = w.tensor(&format!("{e}.position_embedding"), [1, n, d], device)?;
+    let positions: Tensor<B, 3> =
+        w.tensor(&format!("{e}.position_embedding"), [1, n, d], device)?;
     let embeddings = VisionEmbeddings {
         patch_embedding: Dense::new(conv.reshape([d, 3 * p * p]), Some(conv_bias)),
         class_embedding: Param::from_tensor(class.reshape([d])),
@@ -226,7 +231,14 @@ fn vision<B: Backend>(
             Some(Tensor::from_data(TensorData::new(all, [3 * d]), device))
         };
         let lin = |w: &mut Weights, name: &str, din: usize, dout: usize| {
-            w.dense(&format!("{l}.{name}"), din, dout, true, LinearLayout::OutIn, device)
+            w.dense(
+                &format!("{l}.{name}"),
+                din,
+                dout,
+                true,
+                LinearLayout::OutIn,
+                device,
+            )
         };
         layers.push(VisionLayer {
             layer_norm1: layer_norm(w, &format!("{l}.layer_norm1"), d, eps, device)?,
@@ -261,16 +273,17 @@ fn qformer<B: Backend>(
     let lin = |w: &mut Weights, name: &str, din: usize, dout: usize| {
         w.dense(name, din, dout, true, LinearLayout::OutIn, device)
     };
-    let attention = |w: &mut Weights, prefix: &str, dkv: usize| -> Result<QFormerAttention<B>, WeightError> {
-        Ok(QFormerAttention {
-            query: lin(w, &format!("{prefix}.attention.query"), d, d)?,
-            key: lin(w, &format!("{prefix}.attention.key"), dkv, d)?,
-            value: lin(w, &format!("{prefix}.attention.value"), dkv, d)?,
-            output: lin(w, &format!("{prefix}.output.dense"), d, d)?,
-            output_norm: layer_norm(w, &format!("{prefix}.output.LayerNorm"), d, eps, device)?,
-            num_heads: q.num_attention_heads,
-        })
-    };
+    let attention =
+        |w: &mut Weights, prefix: &str, dkv: usize| -> Result<QFormerAttention<B>, WeightError> {
+            Ok(QFormerAttention {
+                query: lin(w, &format!("{prefix}.attention.query"), d, d)?,
+                key: lin(w, &format!("{prefix}.attention.key"), dkv, d)?,
+                value: lin(w, &format!("{prefix}.attention.value"), dkv, d)?,
+                output: lin(w, &format!("{prefix}.output.dense"), d, d)?,
+                output_norm: layer_norm(w, &format!("{prefix}.output.LayerNorm"), d, eps, device)?,
+                num_heads: q.num_attention_heads,
+            })
+        };
     let mut layers = Vec::with_capacity(q.num_hidden_layers);
     for i in 0..q.num_hidden_layers {
         let l = format!("qformer.encoder.layer.{i}");
@@ -283,7 +296,13 @@ fn qformer<B: Backend>(
             },
             intermediate_query: lin(w, &format!("{l}.intermediate_query.dense"), d, f)?,
             output_query: lin(w, &format!("{l}.output_query.dense"), f, d)?,
-            output_query_norm: layer_norm(w, &format!("{l}.output_query.LayerNorm"), d, eps, device)?,
+            output_query_norm: layer_norm(
+                w,
+                &format!("{l}.output_query.LayerNorm"),
+                d,
+                eps,
+                device,
+            )?,
             act,
         });
     }

@@ -244,7 +244,11 @@ impl<B: Backend> Blip2<B> {
             }
             if is_image {
                 let n = end - start;
-                parts.push(image.clone().slice([0..1, next_query..next_query + n, 0..d]));
+                parts.push(
+                    image
+                        .clone()
+                        .slice([0..1, next_query..next_query + n, 0..d]),
+                );
                 next_query += n;
             } else {
                 parts.push(text.clone().slice([0..1, start..end, 0..d]));
@@ -321,9 +325,10 @@ impl<B: Backend> VisionLayer<B> {
     /// - `x`: `[batch, s, d]` → `[batch, s, d]`
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        let h = self
-            .fc2
-            .forward(self.act.forward(self.fc1.forward(self.layer_norm2.forward(x.clone()))));
+        let h = self.fc2.forward(
+            self.act
+                .forward(self.fc1.forward(self.layer_norm2.forward(x.clone()))),
+        );
         x + h
     }
 }
@@ -389,9 +394,21 @@ impl<B: Backend> QFormerAttention<B> {
         let s = kv.dims()[1];
         let h = self.num_heads;
         let hd = d / h;
-        let q = self.query.forward(x.clone()).reshape([b, n, h, hd]).swap_dims(1, 2);
-        let k = self.key.forward(kv.clone()).reshape([b, s, h, hd]).swap_dims(1, 2);
-        let v = self.value.forward(kv).reshape([b, s, h, hd]).swap_dims(1, 2);
+        let q = self
+            .query
+            .forward(x.clone())
+            .reshape([b, n, h, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .key
+            .forward(kv.clone())
+            .reshape([b, s, h, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .value
+            .forward(kv)
+            .reshape([b, s, h, hd])
+            .swap_dims(1, 2);
         let out = attention(q, k, v, None, 1.0 / (hd as f64).sqrt());
         let out = out.swap_dims(1, 2).reshape([b, n, d]);
         self.output_norm.forward(self.output.forward(out) + x)
