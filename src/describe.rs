@@ -9,7 +9,7 @@ use crate::catalog::{
 use crate::glm::{ChatGlmV1Config, ChatGlmV2Config, GlmKind};
 use crate::nn::{QType, WeightFormat};
 use crate::resolve::{Family, ModelRef};
-use crate::{bert, bloom, codegen, glm, gpt2, gptneo, llama, opt, t5, Error};
+use crate::{bert, blip2, bloom, codegen, glm, gpt2, gptneo, llama, opt, t5, Error};
 
 fn activation(name: &str) -> Option<Activation> {
     match name {
@@ -373,6 +373,38 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
                 },
             )
         }
+        Family::Blip2 => {
+            let b = blip2::load::read_config(&model.path)?;
+            let c = &b.text;
+            let mut e = entry(
+                id,
+                Architecture::Llama,
+                format!("BLIP-2 with a LLaMA language model at {path}"),
+                ArchConfig {
+                    layers: u(c.num_hidden_layers),
+                    hidden_size: u(c.hidden_size),
+                    heads: u(c.num_attention_heads),
+                    kv_heads: u(c.kv_heads()),
+                    head_dim: u(c.head_dim()),
+                    intermediate_size: u(c.intermediate_size),
+                    vocab_size: u(c.vocab_size),
+                    max_positions: u(c.context_length()),
+                    positional: Some(Positional::RopeHalf),
+                    rope_theta: Some(c.rope_theta()),
+                    norm: Some(NormKind::Rmsnorm),
+                    norm_eps: Some(c.rms_norm_eps),
+                    norm_position: Some(NormPosition::Pre),
+                    activation: activation(&c.hidden_act),
+                    gated_mlp: Some(true),
+                    qkv_bias: Some(c.attention_bias),
+                    linear_bias: Some(c.mlp_bias),
+                    tied_embeddings: Some(c.tie_word_embeddings),
+                    ..ArchConfig::default()
+                },
+            );
+            e.notes = Some(blip2_note(&b));
+            e
+        }
         Family::T5 => {
             let c = t5::read_config(&model.path)?;
             entry(
@@ -403,6 +435,25 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
             )
         }
     })
+}
+
+/// What a BLIP-2 model adds to its language model: the vision side's parameters and the
+/// positions one image takes.
+pub fn blip2_note(b: &blip2::Blip2Config) -> String {
+    let v = &b.vision;
+    format!(
+        "vision encoder {} params ({} layers, hidden {}, {}x{} images in {}-pixel patches), Q-Former + queries + projection {} params ({} layers, hidden {}); an image costs {} language-model positions",
+        b.vision_parameters(),
+        v.num_hidden_layers,
+        v.hidden_size,
+        v.image_size,
+        v.image_size,
+        v.patch_size,
+        b.qformer_parameters(),
+        b.qformer.num_hidden_layers,
+        b.qformer.hidden_size,
+        b.num_query_tokens
+    )
 }
 
 /// Bits per weight of a stored format, its block scales included (Q4_0 4.5, Q8_0 8.5).

@@ -16,6 +16,7 @@
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
+pub use zoo_blip2 as blip2;
 pub use zoo_bloom as bloom;
 pub use zoo_catalog as catalog;
 pub use zoo_codegen as codegen;
@@ -77,6 +78,9 @@ pub enum Error {
     /// A T5 checkpoint failed to load or run.
     #[error(transparent)]
     T5(#[from] t5::T5Error),
+    /// A BLIP-2 / MiniGPT-4 checkpoint or image failed to load.
+    #[error(transparent)]
+    Blip2(#[from] blip2::Blip2Error),
     /// Checkpoint tensors missing, misshapen or unreadable.
     #[error(transparent)]
     Weights(#[from] nn::WeightError),

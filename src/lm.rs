@@ -23,6 +23,7 @@ use std::sync::Arc;
 use burn::tensor::{backend::Backend, Int, Tensor};
 use zoo_backends::{with_backend, BackendKind};
 
+use crate::blip2::{Blip2Lm, ImageStats};
 use crate::bloom::{Bloom, BloomCache};
 use crate::codegen::{CodeGen, CodeGenCache};
 use crate::glm::{Glm, GlmCache, GlmError};
@@ -58,6 +59,8 @@ pub enum CausalModel<B: Backend> {
     CodeGen(CodeGen<B>),
     /// GPT-Neo.
     GptNeo(GptNeo<B>),
+    /// BLIP-2 / MiniGPT-4: a LLaMA fed image embeddings (its cache is LLaMA's).
+    Blip2(Blip2Lm<B>),
 }
 
 /// The cache of a [`CausalModel`].
@@ -90,6 +93,7 @@ macro_rules! each_family {
             CausalModel::Bloom($m) => $body,
             CausalModel::CodeGen($m) => $body,
             CausalModel::GptNeo($m) => $body,
+            CausalModel::Blip2($m) => $body,
         }
     };
 }
@@ -103,6 +107,9 @@ pub enum ForwardError {
     /// A GLM model refused its input.
     #[error(transparent)]
     Glm(#[from] GlmError),
+    /// A BLIP-2 model refused its input (image placeholders).
+    #[error(transparent)]
+    Blip2(#[from] crate::blip2::ForwardError),
     /// A cache of another family was passed.
     #[error("the cache belongs to another model family")]
     WrongCache,
@@ -121,6 +128,7 @@ impl<B: Backend> CausalLm<B> for CausalModel<B> {
             CausalModel::Bloom(m) => CausalCache::Bloom(m.new_cache(batch, capacity)),
             CausalModel::CodeGen(m) => CausalCache::CodeGen(m.new_cache(batch, capacity)),
             CausalModel::GptNeo(m) => CausalCache::GptNeo(m.new_cache(batch, capacity)),
+            CausalModel::Blip2(m) => CausalCache::Llama(m.new_cache(batch, capacity)),
         }
     }
 
@@ -140,6 +148,7 @@ impl<B: Backend> CausalLm<B> for CausalModel<B> {
                 m.forward_cached(ids, c, logits)?
             }
             (CausalModel::GptNeo(m), CausalCache::GptNeo(c)) => m.forward_cached(ids, c, logits)?,
+            (CausalModel::Blip2(m), CausalCache::Llama(c)) => m.forward_cached(ids, c, logits)?,
             _ => return Err(ForwardError::WrongCache),
         })
     }
@@ -204,6 +213,9 @@ pub fn open_with<B: Backend>(
         }
         Family::Bert => return Err(Error::NotCausal(model.path)),
         Family::T5 => return Err(Error::NotCausal(model.path)),
+        Family::Blip2 => {
+            crate::blip2::open_with::<B>(path, device, format)?.map_model(CausalModel::Blip2)
+        }
     })
 }
 
@@ -247,6 +259,8 @@ trait ErasedLm {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated, PipelineError>;
     fn forward_rows(&self, ids: &[u32], what: Logits) -> Result<Vec<Vec<f32>>, PipelineError>;
+    fn set_image(&self, path: &Path) -> Result<ImageStats, Error>;
+    fn pixel_values(&self, path: &Path) -> Result<Vec<f32>, Error>;
 }
 
 impl<B: Backend> ErasedLm for LanguageModel<B> {
@@ -296,6 +310,26 @@ impl<B: Backend> ErasedLm for LanguageModel<B> {
     fn forward_rows(&self, ids: &[u32], what: Logits) -> Result<Vec<Vec<f32>>, PipelineError> {
         TextGenerator::forward_rows(self, ids, what)
     }
+    fn set_image(&self, path: &Path) -> Result<ImageStats, Error> {
+        match &self.model {
+            CausalModel::Blip2(m) => Ok(m.set_image(path)?),
+            _ => Err(no_vision(&self.source)),
+        }
+    }
+    fn pixel_values(&self, path: &Path) -> Result<Vec<f32>, Error> {
+        match &self.model {
+            CausalModel::Blip2(m) => Ok(m.pixel_values(path)?),
+            _ => Err(no_vision(&self.source)),
+        }
+    }
+}
+
+/// `--image` given to a model without a vision encoder.
+fn no_vision(source: &Path) -> Error {
+    Error::Input(format!(
+        "{} has no vision encoder: --image needs a BLIP-2 / MiniGPT-4 model",
+        source.display()
+    ))
 }
 
 impl DynLanguageModel {
@@ -377,6 +411,19 @@ impl DynLanguageModel {
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generated, PipelineError> {
         self.inner.reply(conversation, config, &mut on_text)
+    }
+
+    /// Reads, preprocesses and encodes an image (BLIP-2 / MiniGPT-4 models only): the next
+    /// forward passes and generations put its query embeddings at the prompt's image
+    /// placeholders.
+    pub fn set_image(&self, path: &Path) -> Result<ImageStats, Error> {
+        self.inner.set_image(path)
+    }
+
+    /// The pixel values an image file gives this model (BLIP-2 / MiniGPT-4 models only),
+    /// `[3, size, size]` flattened.
+    pub fn pixel_values(&self, path: &Path) -> Result<Vec<f32>, Error> {
+        self.inner.pixel_values(path)
     }
 
     /// See [`TextGenerator::forward_rows`].

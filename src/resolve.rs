@@ -24,6 +24,8 @@ pub enum Family {
     GptNeo,
     /// T5 / Flan-T5 (LaMini-Flan-T5): an encoder-decoder.
     T5,
+    /// BLIP-2 with a LLaMA language model (MiniGPT-4): images and text in, text out.
+    Blip2,
 }
 
 impl Family {
@@ -44,6 +46,7 @@ impl Family {
             Family::CodeGen => "codegen",
             Family::GptNeo => "gpt_neo",
             Family::T5 => "t5",
+            Family::Blip2 => "blip-2",
         }
     }
 }
@@ -75,7 +78,7 @@ pub enum ResolveError {
         reason: String,
     },
     /// The architecture is not one the zoo implements.
-    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2, bert, llama, glm, chatglm, opt, bloom, codegen, moss, gpt_neo, t5)")]
+    #[error("{path}: model_type `{model_type}` is not supported (supported: gpt2, bert, llama, glm, chatglm, opt, bloom, codegen, moss, gpt_neo, t5, blip-2)")]
     Unsupported {
         /// The config file.
         path: PathBuf,
@@ -141,6 +144,7 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         "codegen" | "moss" => Family::CodeGen,
         "gpt_neo" => Family::GptNeo,
         "t5" => Family::T5,
+        "blip-2" | "blip_2" => Family::Blip2,
         _ => {
             return Err(ResolveError::Unsupported {
                 path: config,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use burn_zoo::nn::{Conversation, GenerationConfig, Template, TemplateFormat};
+use burn_zoo::resolve::Family;
 use burn_zoo::DynLanguageModel;
 use serde_json::json;
 
@@ -30,6 +31,10 @@ pub struct ChatArgs {
     /// Tokens per reply at most.
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// BLIP-2 / MiniGPT-4: the PNG or JPEG image the conversation is about (MiniGPT-4's
+    /// prompt puts it at `<ImageHere>` in the first message).
+    #[arg(long)]
+    pub image: Option<std::path::PathBuf>,
     /// Sampling (greedy unless --temperature, --top-k or --top-p is given).
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -67,6 +72,13 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
     let stream = !ctx.json;
     let kind = ctx.backend()?;
     let mut lm = DynLanguageModel::open(kind, &model.path, format)?;
+    match (&args.image, model.family == Family::Blip2) {
+        (Some(image), _) => {
+            lm.set_image(image)?;
+        }
+        (None, true) => bail!("a MiniGPT-4 / BLIP-2 chat is about an image: pass --image FILE"),
+        (None, false) => {}
+    }
     match (template, lm.has_chat_format()) {
         (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
         (None, false) => {

@@ -260,6 +260,32 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
         "fp32_bytes": params * 4,
         "fp16_bytes": params * 2,
     });
+    if model.family == burn_zoo::resolve::Family::Blip2 {
+        // The language model's shape, the vision side counted apart, an image's token cost.
+        let count = |prefixes: &[&str]| -> usize {
+            weights
+                .names()
+                .filter(|n| !is_buffer(n) && prefixes.iter().any(|p| n.starts_with(p)))
+                .map(|n| weights.shape(n).map_or(0, |s| s.iter().product::<usize>()))
+                .sum()
+        };
+        let text = config.get("text_config").cloned().unwrap_or_default();
+        for (key, names) in [
+            ("layers", &["num_hidden_layers"][..]),
+            ("hidden", &["hidden_size"]),
+            ("heads", &["num_attention_heads"]),
+            ("kv_heads", &["num_key_value_heads", "num_attention_heads"]),
+            ("vocab", &["vocab_size"]),
+            ("context", &["max_position_embeddings"]),
+        ] {
+            facts[key] = pick(&text, names);
+        }
+        facts["vision_parameters"] = json!(count(&["vision_model."]));
+        facts["qformer_parameters"] =
+            json!(count(&["qformer.", "query_tokens", "language_projection."]));
+        facts["language_model_parameters"] = json!(count(&["language_model."]));
+        facts["image_tokens"] = pick(&config, &["num_query_tokens"]);
+    }
     if model.family == burn_zoo::resolve::Family::T5 {
         // `layers` is the encoder's; the decoder defaults to the same depth.
         let decoder = pick(&config, &["num_decoder_layers"]);

@@ -1,9 +1,11 @@
 //! `zoo forward` and `zoo generate`: the verification interface and text generation.
 
+use std::path::PathBuf;
+
 use anyhow::bail;
 use burn_zoo::eval::ForwardOptions;
-use burn_zoo::nn::GenerationConfig;
 use burn_zoo::nn::WeightFormat;
+use burn_zoo::nn::{GenerationConfig, Logits};
 use burn_zoo::resolve::Family;
 use burn_zoo::seq2seq::DynSeq2Seq;
 use burn_zoo::DynLanguageModel;
@@ -34,6 +36,10 @@ pub struct ForwardArgs {
     /// start token (0), as transformers takes `decoder_input_ids`.
     #[arg(long)]
     pub decoder_ids: Option<String>,
+    /// BLIP-2 / MiniGPT-4: a PNG or JPEG image whose query embeddings replace the ids' image
+    /// placeholders (`num_query_tokens` copies of `image_token_index`).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
@@ -59,6 +65,10 @@ pub struct GenerateArgs {
     /// Do not stop at the model's end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// BLIP-2 / MiniGPT-4: a PNG or JPEG image whose query embeddings replace the prompt's
+    /// image placeholders.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
@@ -76,7 +86,19 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
     };
     let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
-    let rows = burn_zoo::eval::forward_on(kind, &model, &ids, &options)?;
+    let rows = match &args.image {
+        Some(image) => {
+            let lm = DynLanguageModel::open(kind, &model.path, options.format)?;
+            lm.set_image(image)?;
+            let what = if args.hidden {
+                Logits::Hidden
+            } else {
+                Logits::All
+            };
+            lm.forward_rows(&ids, what)?
+        }
+        None => burn_zoo::eval::forward_on(kind, &model, &ids, &options)?,
+    };
     let what = if args.hidden { "hidden" } else { "logits" };
     if ctx.json {
         return print_json(&json!({ what: rows }));
@@ -118,6 +140,7 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
         return generate_seq2seq(ctx, &args, &model.path, ids, &config, format);
     }
     let lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let image = args.image.as_deref().map(|p| lm.set_image(p)).transpose()?;
     let prompt = match (&ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode(text)?,
@@ -133,6 +156,10 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     let out = lm.generate(&prompt, &config, |piece| !stream || stream_to_stdout(piece))?;
     if ctx.json {
         let mut value = json!({ "ids": out.ids, "prompt_ids": prompt });
+        if let Some(image) = &image {
+            value["image_tokens"] = json!(image.tokens);
+            value["image_encode_secs"] = json!(image.preprocess_secs + image.encode_secs);
+        }
         if let Some(text) = out.text {
             value["text"] = json!(text);
         }
@@ -143,6 +170,12 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
         println!("{}", ids.join(" "));
     } else {
         println!();
+    }
+    if let Some(image) = &image {
+        eprintln!(
+            "[{kind}] image: {} positions, read in {:.3}s, encoded in {:.3}s",
+            image.tokens, image.preprocess_secs, image.encode_secs
+        );
     }
     eprintln!("[{kind}] {}", out.stats.summary());
     Ok(())

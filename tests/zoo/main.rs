@@ -8,6 +8,7 @@
 mod common;
 
 mod bert;
+mod blip2;
 mod bloom;
 mod cli;
 mod codegen;

@@ -208,8 +208,23 @@ impl<B: Backend> Llama<B> {
         ids: Tensor<B, 2, Int>,
         cache: &mut LlamaCache<B>,
     ) -> Result<Tensor<B, 3>, CacheFull> {
-        let [_, t] = ids.dims();
-        let device = ids.device();
+        let x = self.embed_tokens.forward(ids);
+        self.hidden_from_embeds(x, cache)
+    }
+
+    /// [`Llama::hidden`] from input embeddings instead of ids (transformers' `inputs_embeds`):
+    /// what a multimodal model feeds when image features take some of the positions. RoPE
+    /// positions continue from what the cache holds.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, t, d]` → `[batch, t, d]`
+    pub fn hidden_from_embeds(
+        &self,
+        x: Tensor<B, 3>,
+        cache: &mut LlamaCache<B>,
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let [_, t, _] = x.dims();
+        let device = x.device();
         let past = cache.layers.first().map_or(0, KvCache::len);
         if past + t > self.max_positions {
             return Err(CacheFull {
@@ -219,7 +234,7 @@ impl<B: Backend> Llama<B> {
         }
         let (cos, sin) = self.rope.cos_sin(past, t, &device);
         let mask = (t > 1).then(|| causal_mask::<B>(t, past, &device).unsqueeze::<4>());
-        let mut x = self.embed_tokens.forward(ids);
+        let mut x = x;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward(x, &cos, &sin, layer_cache, mask.clone())?;
         }

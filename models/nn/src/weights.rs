@@ -459,6 +459,24 @@ impl Weights {
         self.entries.get(name).map(Entry::shape)
     }
 
+    /// Renames every tensor whose name starts with `from` to start with `to` instead: a
+    /// checkpoint that nests a whole model under a prefix (BLIP-2's `language_model.`) is then
+    /// read by that model's own loader.
+    pub fn rename_prefix(&mut self, from: &str, to: &str) {
+        let names: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|n| n.starts_with(from))
+            .cloned()
+            .collect();
+        for name in names {
+            if let Some(entry) = self.entries.remove(&name) {
+                self.entries
+                    .insert(format!("{to}{}", &name[from.len()..]), entry);
+            }
+        }
+    }
+
     /// Marks a tensor as deliberately unused (a buffer such as a causal-mask constant).
     pub fn skip(&mut self, name: &str) {
         if self.entries.contains_key(name) {
