@@ -14,6 +14,7 @@ pub mod attention;
 pub mod chat;
 pub mod dense;
 pub mod generate;
+pub mod lora;
 pub mod norm;
 pub mod pipeline;
 pub mod quant;
@@ -26,6 +27,7 @@ pub use activation::Activation;
 pub use attention::{attention, causal_mask, KvCache};
 pub use chat::{render, ChatError, ChatFormat, Message, Template, TemplateFormat};
 pub use dense::{times_transposed, Dense, Embed};
+pub use lora::Lora;
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
 pub use norm::{LayerNorm, RmsNorm};
 pub use pipeline::{
