@@ -35,6 +35,9 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (`adapter_model.safetensors` + `adapter_config.json`).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// `zoo chat`.
@@ -66,7 +69,10 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
     let format = args.weights.format()?;
     let stream = !ctx.json;
     let kind = ctx.backend()?;
-    let mut lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let mut lm = match &args.adapter {
+        Some(dir) => DynLanguageModel::open_adapted(kind, &model.path, format, dir)?,
+        None => DynLanguageModel::open(kind, &model.path, format)?,
+    };
     match (template, lm.has_chat_format()) {
         (Some(t), _) => lm.set_chat_format(Arc::new(TemplateFormat::new(t, None))),
         (None, false) => {

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use burn_zoo::eval::ForwardOptions;
-use burn_zoo::nn::GenerationConfig;
+use burn_zoo::nn::{GenerationConfig, Logits};
 use burn_zoo::nn::WeightFormat;
 use burn_zoo::resolve::Family;
 use burn_zoo::seq2seq::DynSeq2Seq;
@@ -36,6 +36,9 @@ pub struct ForwardArgs {
     pub decoder_ids: Option<String>,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (GPT-2 and LLaMA).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `zoo generate`.
@@ -61,6 +64,9 @@ pub struct GenerateArgs {
     pub ignore_eos: bool,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (`adapter_model.safetensors` + `adapter_config.json`).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// `zoo forward`.
@@ -76,7 +82,18 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
     };
     let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
-    let rows = burn_zoo::eval::forward_on(kind, &model, &ids, &options)?;
+    let rows = match &args.adapter {
+        Some(dir) => {
+            let lm = DynLanguageModel::open_adapted(kind, &model.path, options.format, dir)?;
+            let what = if args.hidden {
+                Logits::Hidden
+            } else {
+                Logits::All
+            };
+            lm.forward_rows(&ids, what)?
+        }
+        None => burn_zoo::eval::forward_on(kind, &model, &ids, &options)?,
+    };
     let what = if args.hidden { "hidden" } else { "logits" };
     if ctx.json {
         return print_json(&json!({ what: rows }));
@@ -117,7 +134,10 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     if model.family == Family::T5 {
         return generate_seq2seq(ctx, &args, &model.path, ids, &config, format);
     }
-    let lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let lm = match &args.adapter {
+        Some(dir) => DynLanguageModel::open_adapted(kind, &model.path, format, dir)?,
+        None => DynLanguageModel::open(kind, &model.path, format)?,
+    };
     let prompt = match (&ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode(text)?,

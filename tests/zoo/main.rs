@@ -11,6 +11,7 @@ mod bert;
 mod bloom;
 mod cli;
 mod codegen;
+mod finetune;
 mod glm_golden;
 mod glm_parity;
 mod glm_tokenizer;
