@@ -2,8 +2,8 @@
 
 use anyhow::bail;
 use burn_zoo::eval::ForwardOptions;
-use burn_zoo::nn::{GenerationConfig, Logits};
 use burn_zoo::nn::WeightFormat;
+use burn_zoo::nn::{GenerationConfig, Logits};
 use burn_zoo::resolve::Family;
 use burn_zoo::seq2seq::DynSeq2Seq;
 use burn_zoo::DynLanguageModel;

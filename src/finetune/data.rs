@@ -295,7 +295,9 @@ mod tests {
 
     #[test]
     fn tokens_with_and_without_labels() {
-        let path = write("{\"input_ids\": [1, 2, 3], \"labels\": [-100, 2, 3]}\n\n{\"input_ids\": [4, 5]}\n");
+        let path = write(
+            "{\"input_ids\": [1, 2, 3], \"labels\": [-100, 2, 3]}\n\n{\"input_ids\": [4, 5]}\n",
+        );
         let ex = load_examples(&path, DataFormat::Auto, &side(), usize::MAX).unwrap();
         assert_eq!(ex[0].labels, vec![-100, 2, 3]);
         assert_eq!(ex[1].labels, vec![4, 5]);
@@ -305,10 +307,19 @@ mod tests {
     #[test]
     fn bad_records_name_their_line() {
         for (text, want) in [
-            ("{\"input_ids\": [1]}\n{\"input_ids\": [1, 99]}\n", "line 2: token id 99"),
-            ("{\"input_ids\": [1, 2], \"labels\": [1]}\n", "line 1: `labels` has 1"),
+            (
+                "{\"input_ids\": [1]}\n{\"input_ids\": [1, 99]}\n",
+                "line 2: token id 99",
+            ),
+            (
+                "{\"input_ids\": [1, 2], \"labels\": [1]}\n",
+                "line 1: `labels` has 1",
+            ),
             ("{\"input_ids\": [1, 2]}\nnot json\n", "line 2: not JSON"),
-            ("{\"input_ids\": [1, 2], \"labels\": [-100, -100]}\n", "line 1: no token is scored"),
+            (
+                "{\"input_ids\": [1, 2], \"labels\": [-100, -100]}\n",
+                "line 1: no token is scored",
+            ),
         ] {
             let path = write(text);
             let err = load_examples(&path, DataFormat::Tokens, &side(), usize::MAX).unwrap_err();

@@ -146,7 +146,9 @@ impl TrainConfig {
             * match self.schedule {
                 Schedule::Constant => 1.0,
                 Schedule::Linear => (1.0 - progress).max(0.0),
-                Schedule::Cosine => (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0),
+                Schedule::Cosine => {
+                    (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+                }
             }
     }
 
@@ -223,7 +225,11 @@ struct Batch {
 
 fn make_batch(examples: &[&Example], pad_id: u32) -> Batch {
     let b = examples.len();
-    let t = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let t = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
     let mut ids = Vec::with_capacity(b * t);
     let mut labels = Vec::with_capacity(b * t);
     for e in examples {
@@ -262,10 +268,7 @@ impl Batch {
 ///
 /// # Shapes
 /// - `logits`: `[b, t, vocab]`, `labels`: `b * t` row-major → `[1]`
-pub fn causal_lm_loss_sum<B: Backend>(
-    logits: Tensor<B, 3>,
-    labels: &[i64],
-) -> Tensor<B, 1> {
+pub fn causal_lm_loss_sum<B: Backend>(logits: Tensor<B, 3>, labels: &[i64]) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
     let device = logits.device();
     let n = b * (t - 1);
@@ -300,7 +303,9 @@ pub fn eval_loss<B: Backend, M: Trainable<B>>(
             device,
         );
         let logits = model.batch_logits(ids)?;
-        let s: f64 = causal_lm_loss_sum(logits, &batch.labels).into_scalar().elem();
+        let s: f64 = causal_lm_loss_sum(logits, &batch.labels)
+            .into_scalar()
+            .elem();
         sum += s;
         count += batch.scored();
     }
@@ -440,7 +445,10 @@ where
                     .init(),
             ),
         };
-        let order = (0, epoch_order(examples.len(), 0, config.seed, config.shuffle));
+        let order = (
+            0,
+            epoch_order(examples.len(), 0, config.seed, config.shuffle),
+        );
         Ok(Self {
             model: Some(model),
             optim,
@@ -454,12 +462,15 @@ where
 
     /// The model as it is now.
     pub fn model(&self) -> &M {
-        self.model.as_ref().expect("the model is always present between steps")
+        self.model
+            .as_ref()
+            .expect("the model is always present between steps")
     }
 
     /// The trained model.
     pub fn into_model(self) -> M {
-        self.model.expect("the model is always present between steps")
+        self.model
+            .expect("the model is always present between steps")
     }
 
     /// Steps done so far.
@@ -476,7 +487,10 @@ where
         let n = self.examples.len();
         let epoch = position / n;
         if self.order.0 != epoch {
-            self.order = (epoch, epoch_order(n, epoch, self.config.seed, self.config.shuffle));
+            self.order = (
+                epoch,
+                epoch_order(n, epoch, self.config.seed, self.config.shuffle),
+            );
         }
         self.order.1[position % n]
     }
@@ -497,7 +511,10 @@ where
             })
             .collect();
         let total: usize = batches.iter().map(Batch::scored).sum();
-        B::seed(&self.device, self.config.seed.wrapping_add(self.step as u64));
+        B::seed(
+            &self.device,
+            self.config.seed.wrapping_add(self.step as u64),
+        );
         let model = self.model.take().expect("model present");
         let mut accumulator = GradientsAccumulator::<M>::new();
         let mut loss = 0.0f64;
@@ -567,10 +584,12 @@ where
             FinetuneError::Checkpoint(format!("{}: {e}", path.display()))
         };
         match &self.optim {
-            Optim::AdamW(o) => Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf())
-                .map_err(err),
-            Optim::Sgd(o) => Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf())
-                .map_err(err),
+            Optim::AdamW(o) => {
+                Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf()).map_err(err)
+            }
+            Optim::Sgd(o) => {
+                Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf()).map_err(err)
+            }
         }
     }
 
@@ -580,10 +599,7 @@ where
         let err = |e: burn::record::RecorderError| {
             FinetuneError::Checkpoint(format!("{}: {e}", path.display()))
         };
-        let optim = std::mem::replace(
-            &mut self.optim,
-            Optim::Sgd(SgdConfig::new().init()),
-        );
+        let optim = std::mem::replace(&mut self.optim, Optim::Sgd(SgdConfig::new().init()));
         self.optim = match optim {
             Optim::AdamW(o) => {
                 let record = Recorder::<B>::load(&recorder, path.to_path_buf(), &self.device)
@@ -687,7 +703,10 @@ fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let n = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
-            e.path().join("trainer_state.json").is_file().then(|| (n, e.path()))
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then(|| (n, e.path()))
         })
         .max_by_key(|(n, _)| *n)
 }
@@ -837,7 +856,11 @@ where
             eval_losses.push((step, loss));
             on_event(Event::Eval { step, loss });
         }
-        if options.checkpoint_every.is_some_and(|n| n > 0 && step % n == 0) && !last {
+        if options
+            .checkpoint_every
+            .is_some_and(|n| n > 0 && step % n == 0)
+            && !last
+        {
             let dir = out.join(format!("checkpoint-{step}"));
             let tmp = peft::tmp_name(&dir);
             let tensors = peft::adapter_tensors(trainer.model());
@@ -854,7 +877,12 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let tensors = peft::adapter_tensors(trainer.model());
     peft::write_adapter(out, &tensors, &lora, &source, fan_in_fan_out)?;
-    write_state(&out.join("trainer_state.json"), &losses, &eval_losses, train.steps)?;
+    write_state(
+        &out.join("trainer_state.json"),
+        &losses,
+        &eval_losses,
+        train.steps,
+    )?;
     peft::write_atomic(
         &out.join("loss_curve.svg"),
         svg::loss_curve(&losses, &eval_losses).as_bytes(),

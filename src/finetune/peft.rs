@@ -162,7 +162,10 @@ pub fn target_paths<B: Backend, M: Trainable<B>>(
     }
     let layers = model.dense_layers();
     for t in targets {
-        if !layers.iter().any(|(p, _)| is_target(p, std::slice::from_ref(t))) {
+        if !layers
+            .iter()
+            .any(|(p, _)| is_target(p, std::slice::from_ref(t)))
+        {
             let mut names: Vec<&str> = layers
                 .iter()
                 .map(|(p, _)| p.rsplit('.').next().unwrap_or(p))
@@ -222,7 +225,10 @@ pub fn read_config(dir: &Path) -> Result<LoraConfig, FinetuneError> {
     let v: Value = serde_json::from_str(&text).map_err(|e| config_err(&path, e))?;
     if let Some(t) = v.get("peft_type").and_then(Value::as_str) {
         if t != "LORA" {
-            return Err(config_err(&path, format!("peft_type `{t}`: only LORA adapters are supported")));
+            return Err(config_err(
+                &path,
+                format!("peft_type `{t}`: only LORA adapters are supported"),
+            ));
         }
     }
     let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
@@ -248,7 +254,10 @@ pub fn read_config(dir: &Path) -> Result<LoraConfig, FinetuneError> {
     }
     if let Some(b) = v.get("bias").and_then(Value::as_str) {
         if b != "none" {
-            return Err(config_err(&path, format!("bias `{b}`: only \"none\" is supported")));
+            return Err(config_err(
+                &path,
+                format!("bias `{b}`: only \"none\" is supported"),
+            ));
         }
     }
     let rank = v
@@ -263,7 +272,10 @@ pub fn read_config(dir: &Path) -> Result<LoraConfig, FinetuneError> {
         .ok_or_else(|| config_err(&path, "`lora_alpha` is missing"))?;
     let dropout = v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0);
     if !(0.0..1.0).contains(&dropout) {
-        return Err(config_err(&path, format!("`lora_dropout` {dropout} is not in [0, 1)")));
+        return Err(config_err(
+            &path,
+            format!("`lora_dropout` {dropout} is not in [0, 1)"),
+        ));
     }
     let targets = match v.get("target_modules") {
         Some(Value::Array(items)) => items
@@ -274,7 +286,10 @@ pub fn read_config(dir: &Path) -> Result<LoraConfig, FinetuneError> {
                     .ok_or_else(|| config_err(&path, "`target_modules` holds a non-string"))
             })
             .collect::<Result<Vec<_>, _>>()?,
-        Some(Value::String(s)) if s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.') => {
+        Some(Value::String(s))
+            if s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.') =>
+        {
             vec![s.clone()]
         }
         Some(Value::String(s)) => {
@@ -344,7 +359,10 @@ pub fn adapter_tensors<B: Backend, M: Trainable<B>>(
                     .convert::<f32>()
                     .into_vec()
                     .expect("f32 adapter");
-                out.insert(format!("{PEFT_PREFIX}{path}.{name}.weight"), (shape, values));
+                out.insert(
+                    format!("{PEFT_PREFIX}{path}.{name}.weight"),
+                    (shape, values),
+                );
             }
         }
     }

@@ -9,7 +9,10 @@ pub fn loss_curve(losses: &[f64], eval_losses: &[(usize, f64)]) -> String {
     let (left, right, top, bottom) = (70.0, 30.0, 60.0, 60.0);
     let (plot_w, plot_h) = (560.0, 300.0);
     let (width, height) = (left + plot_w + right, top + plot_h + bottom);
-    let steps = losses.len().max(eval_losses.iter().map(|e| e.0).max().unwrap_or(0)).max(1);
+    let steps = losses
+        .len()
+        .max(eval_losses.iter().map(|e| e.0).max().unwrap_or(0))
+        .max(1);
     let max = losses
         .iter()
         .chain(eval_losses.iter().map(|e| &e.1))

@@ -102,7 +102,11 @@ where
     }
     let tol = loss_tolerance(kind);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() < tol, "{name} [{kind}] step {}: loss {g} vs {w}", i + 1);
+        assert!(
+            (g - w).abs() < tol,
+            "{name} [{kind}] step {}: loss {g} vs {w}",
+            i + 1
+        );
     }
     let model = trainer.into_model();
     // The final adapter, tensor by tensor under PEFT's names.
@@ -123,7 +127,10 @@ where
         }
     }
     let adapter_tol = 10.0 * burn_zoo::backends::tolerance(kind);
-    assert!(worst < adapter_tol, "{name} [{kind}] final adapter differs by {worst}");
+    assert!(
+        worst < adapter_tol,
+        "{name} [{kind}] final adapter differs by {worst}"
+    );
     // Logits of the probe sequence with the trained adapter (no autodiff).
     let inner = model.valid();
     let probe: Vec<u32> = r["probe"]
@@ -138,7 +145,10 @@ where
             .unwrap(),
     );
     let diff = crate::common::max_abs_diff(&logits, &rows(&r["probe_logits"]));
-    assert!(diff < adapter_tol, "{name} [{kind}] probe logits differ by {diff}");
+    assert!(
+        diff < adapter_tol,
+        "{name} [{kind}] probe logits differ by {diff}"
+    );
     // Written in PEFT's format and read back: the same tensors and settings.
     let tmp = tempfile::tempdir().unwrap();
     peft::write_adapter(tmp.path(), &tensors, &config, "base", false).unwrap();
@@ -175,7 +185,6 @@ impl Gpt2Case {
         check_case::<Autodiff<B>, _>(lm.model.no_grad(), self.0, kind, &device);
     }
 }
-
 
 /// The kind of a backend type, from its name.
 fn kind_of<B: Backend>(device: &B::Device) -> BackendKind {
@@ -223,7 +232,10 @@ fn only_adapters_train() {
     peft::load_adapter(&mut model, &case_dir("llama_sgd").join("init")).unwrap();
     // q_proj [32, 16] and v_proj [16, 16] at rank 4, two layers.
     let per_layer = 4 * 16 + 32 * 4 + 4 * 16 + 16 * 4;
-    assert_eq!(burn_zoo::finetune::trainable_parameters(&model), 2 * per_layer);
+    assert_eq!(
+        burn_zoo::finetune::trainable_parameters(&model),
+        2 * per_layer
+    );
     let ex = examples(64);
     let first_two = eval_loss(&model.valid(), &ex[..2], 2, 0, &device).unwrap();
     let want = reference("llama_sgd")["losses"][0].as_f64().unwrap();
@@ -250,7 +262,10 @@ fn bad_adapters_are_errors() {
     cfg["target_modules"] = serde_json::json!(["q_proj", "c_attn"]);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let err = peft::load_adapter(&mut open(), tmp.path()).unwrap_err();
-    assert!(err.to_string().contains("`c_attn` matches no linear layer"), "{err}");
+    assert!(
+        err.to_string().contains("`c_attn` matches no linear layer"),
+        "{err}"
+    );
     // A rank that does not match the tensors.
     cfg["target_modules"] = serde_json::json!(["q_proj", "v_proj"]);
     cfg["r"] = serde_json::json!(2);
@@ -332,7 +347,11 @@ fn cli_trains_resumes_and_generates() {
     let out = tmp.path().join("run");
     let out_s = path_str(out.clone());
     let data = path_str(data_path());
-    let first = stdout_json(&run_zoo(&finetune_args(&data, &out_s, &["--checkpoint-every", "2"])));
+    let first = stdout_json(&run_zoo(&finetune_args(
+        &data,
+        &out_s,
+        &["--checkpoint-every", "2"],
+    )));
     let r = reference("llama_sgd");
     let want: Vec<f64> = losses(&r);
     let got = losses(&first);
@@ -340,7 +359,11 @@ fn cli_trains_resumes_and_generates() {
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() < 2e-4, "{got:?} vs {want:?}");
     }
-    for f in ["adapter_model.safetensors", "adapter_config.json", "loss_curve.svg"] {
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "loss_curve.svg",
+    ] {
         assert!(out.join(f).is_file(), "{f} written");
     }
     assert!(out.join("checkpoint-2/optimizer.bin").is_file());
@@ -349,7 +372,11 @@ fn cli_trains_resumes_and_generates() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     // Resuming from checkpoint-2 redoes steps 3 and 4 with the same losses.
-    let resumed = losses(&stdout_json(&run_zoo(&finetune_args(&data, &out_s, &["--resume"]))));
+    let resumed = losses(&stdout_json(&run_zoo(&finetune_args(
+        &data,
+        &out_s,
+        &["--resume"],
+    ))));
     assert_eq!(resumed.len(), 4);
     for (a, b) in resumed.iter().zip(&got) {
         assert!((a - b).abs() < 1e-6, "{resumed:?} vs {got:?}");
@@ -386,7 +413,11 @@ fn cli_trains_resumes_and_generates() {
 fn cli_bad_data_names_the_line() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("bad.jsonl");
-    std::fs::write(&data, "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 200]}\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 200]}\n",
+    )
+    .unwrap();
     let out = path_str(tmp.path().join("run"));
     let res = run_zoo(&finetune_args(&path_str(data), &out, &[]));
     assert!(!res.status.success());

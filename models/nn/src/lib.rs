@@ -27,8 +27,8 @@ pub use activation::Activation;
 pub use attention::{attention, causal_mask, KvCache};
 pub use chat::{render, ChatError, ChatFormat, Message, Template, TemplateFormat};
 pub use dense::{times_transposed, Dense, Embed};
-pub use lora::Lora;
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
+pub use lora::Lora;
 pub use norm::{LayerNorm, RmsNorm};
 pub use pipeline::{
     Conversation, GenStats, Generated, GenerationConfig, PipelineError, TextEncoding, TextGenerator,

@@ -146,7 +146,11 @@ mod tests {
                 let low: f32 = (0..r).map(|k| h[k] * bm[o * r + k]).sum();
                 let want = base + low * 2.0;
                 let diff = (got[row * d_out + o] - want).abs();
-                assert!(diff < 1e-5, "[{row}, {o}] {} vs {want}", got[row * d_out + o]);
+                assert!(
+                    diff < 1e-5,
+                    "[{row}, {o}] {} vs {want}",
+                    got[row * d_out + o]
+                );
             }
         }
     }
