@@ -12,7 +12,8 @@
 //! - [`eval`]: raw forward passes of any family (the verification interface), perplexity and
 //!   pseudo-perplexity;
 //! - [`bench`]: speed and memory of any model, as `zoo bench` and `zoo compare --measure`
-//!   report them.
+//!   report them;
+//! - [`finetune`]: LoRA fine-tuning under Burn's autodiff, PEFT adapters read and written.
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
@@ -35,6 +36,7 @@ pub mod describe;
 pub mod encoder;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod lm;
 pub mod resolve;
 pub mod seq2seq;

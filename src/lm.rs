@@ -343,6 +343,24 @@ impl DynLanguageModel {
         Ok(Self { inner, kind })
     }
 
+    /// [`DynLanguageModel::open`] with the PEFT LoRA adapter folder `adapter` applied
+    /// (GPT-2 and LLaMA; see [`crate::finetune::apply_adapter`]).
+    pub fn open_adapted(
+        kind: BackendKind,
+        path: &Path,
+        format: WeightFormat,
+        adapter: &Path,
+    ) -> Result<Self, Error> {
+        let inner = with_backend!(kind, |B, device| {
+            let mut lm = open_with::<B>(path, &device, format)?;
+            crate::finetune::apply_adapter(&mut lm.model, adapter)
+                .map_err(|e| Error::Input(e.to_string()))?;
+            Box::new(lm) as Box<dyn ErasedLm>
+        })
+        .map_err(|e| Error::Input(e.to_string()))?;
+        Ok(Self { inner, kind })
+    }
+
     /// The backend the model runs on.
     pub fn backend(&self) -> BackendKind {
         self.kind

@@ -40,6 +40,9 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (`adapter_model.safetensors` + `adapter_config.json`).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// `zoo chat`.
@@ -71,7 +74,7 @@ pub fn chat(ctx: &Context, args: ChatArgs) -> anyhow::Result<()> {
     let format = args.weights.format()?;
     let stream = !ctx.json;
     let kind = ctx.backend()?;
-    let mut lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let mut lm = super::run::open_lm(kind, &model.path, format, args.adapter.as_deref())?;
     match (&args.image, model.family == Family::Blip2) {
         (Some(image), _) => {
             lm.set_image(image)?;

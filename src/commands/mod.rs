@@ -6,6 +6,7 @@ pub mod bert;
 pub mod chat;
 pub mod compare;
 pub mod fetch;
+pub mod finetune;
 pub mod info;
 pub mod quantize;
 pub mod run;

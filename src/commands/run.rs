@@ -42,6 +42,9 @@ pub struct ForwardArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (GPT-2 and LLaMA).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `zoo generate`.
@@ -71,6 +74,9 @@ pub struct GenerateArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
+    /// A PEFT LoRA adapter folder to apply (`adapter_model.safetensors` + `adapter_config.json`).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// `zoo forward`.
@@ -86,18 +92,19 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
     };
     let model = resolve_model(&args.model)?;
     let kind = ctx.backend()?;
-    let rows = match &args.image {
-        Some(image) => {
-            let lm = DynLanguageModel::open(kind, &model.path, options.format)?;
+    let rows = if args.image.is_some() || args.adapter.is_some() {
+        let lm = open_lm(kind, &model.path, options.format, args.adapter.as_deref())?;
+        if let Some(image) = &args.image {
             lm.set_image(image)?;
-            let what = if args.hidden {
-                Logits::Hidden
-            } else {
-                Logits::All
-            };
-            lm.forward_rows(&ids, what)?
         }
-        None => burn_zoo::eval::forward_on(kind, &model, &ids, &options)?,
+        let what = if args.hidden {
+            Logits::Hidden
+        } else {
+            Logits::All
+        };
+        lm.forward_rows(&ids, what)?
+    } else {
+        burn_zoo::eval::forward_on(kind, &model, &ids, &options)?
     };
     let what = if args.hidden { "hidden" } else { "logits" };
     if ctx.json {
@@ -121,6 +128,19 @@ pub fn forward(ctx: &Context, args: ForwardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A causal LM, with a PEFT LoRA adapter applied when one is given.
+pub fn open_lm(
+    kind: burn_zoo::backends::BackendKind,
+    path: &std::path::Path,
+    format: burn_zoo::nn::WeightFormat,
+    adapter: Option<&std::path::Path>,
+) -> anyhow::Result<DynLanguageModel> {
+    Ok(match adapter {
+        Some(dir) => DynLanguageModel::open_adapted(kind, path, format, dir)?,
+        None => DynLanguageModel::open(kind, path, format)?,
+    })
+}
+
 /// `zoo generate`.
 pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     let model = resolve_model(&args.model)?;
@@ -139,7 +159,7 @@ pub fn generate(ctx: &Context, args: GenerateArgs) -> anyhow::Result<()> {
     if model.family == Family::T5 {
         return generate_seq2seq(ctx, &args, &model.path, ids, &config, format);
     }
-    let lm = DynLanguageModel::open(kind, &model.path, format)?;
+    let lm = open_lm(kind, &model.path, format, args.adapter.as_deref())?;
     let image = args.image.as_deref().map(|p| lm.set_image(p)).transpose()?;
     let prompt = match (&ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),

@@ -12,6 +12,7 @@ mod blip2;
 mod bloom;
 mod cli;
 mod codegen;
+mod finetune;
 mod glm_golden;
 mod glm_parity;
 mod glm_tokenizer;

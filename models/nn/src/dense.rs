@@ -18,6 +18,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::lora::Lora;
 use crate::quant::{runs_on_host, HostMatrix, PackedMatrix, QMatrix};
 
 /// `y = x Wᵀ + b` with `W: [out, in]`.
@@ -31,6 +32,8 @@ pub struct Dense<B: Backend> {
     pub host: Option<HostMatrix>,
     /// The weight packed on the device (GPU backends).
     pub packed: Option<PackedMatrix<B>>,
+    /// A LoRA adapter added to the product (fine-tuning, PEFT adapters).
+    pub lora: Option<Lora<B>>,
     /// `[out, in]`.
     dims: [usize; 2],
 }
@@ -47,6 +50,7 @@ impl<B: Backend> Dense<B> {
             bias: bias.map(Param::from_tensor),
             host: None,
             packed: None,
+            lora: None,
             dims,
         }
     }
@@ -85,6 +89,7 @@ impl<B: Backend> Dense<B> {
             bias: bias.map(Param::from_tensor),
             host,
             packed,
+            lora: None,
             dims,
         }
     }
@@ -133,13 +138,18 @@ impl<B: Backend> Dense<B> {
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let low_rank = self.lora.as_ref().map(|lora| lora.forward(x.clone()));
         let y = match (&self.host, &self.packed) {
             (Some(h), _) => h.times_transposed(x),
             (None, Some(p)) => times_transposed(x, p.dequantize()),
             _ => times_transposed(x, self.weight.val()),
         };
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        };
+        match low_rank {
+            Some(update) => y + update,
             None => y,
         }
     }

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod dense;
 pub mod generate;
 pub mod limits;
+pub mod lora;
 pub mod norm;
 pub mod pickle;
 pub mod pipeline;
@@ -29,6 +30,7 @@ pub use attention::{attention, causal_mask, KvCache};
 pub use chat::{render, ChatError, ChatFormat, Message, Template, TemplateFormat};
 pub use dense::{times_transposed, Dense, Embed};
 pub use generate::{generate, ids_tensor, CausalLm, GenerateError, Logits};
+pub use lora::Lora;
 pub use norm::{LayerNorm, RmsNorm};
 pub use pipeline::{
     Conversation, GenStats, Generated, GenerationConfig, PipelineError, TextEncoding, TextGenerator,

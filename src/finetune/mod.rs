@@ -1,0 +1,949 @@
+//! Fine-tuning causal LMs with Burn's autodiff: LoRA adapters (PEFT's format) trained with
+//! transformers' causal-LM loss, AdamW or SGD, warmup + linear / cosine decay, gradient
+//! accumulation and global-norm clipping, on any backend compiled in.
+//!
+//! [`Trainer`] runs one optimizer step at a time over a model that implements [`Trainable`];
+//! [`finetune`] is the whole job as `zoo finetune` runs it (data, adapters, evaluation,
+//! checkpoints, resuming, the final adapter folder), reporting progress through a callback.
+
+pub mod data;
+pub mod peft;
+pub mod svg;
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{
+    adaptor::OptimizerAdaptor, AdamW, AdamWConfig, GradientsAccumulator, GradientsParams,
+    Optimizer, Sgd, SgdConfig,
+};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use serde_json::{json, Value};
+use zoo_backends::BackendKind;
+
+pub use data::{load_examples, DataFormat, Example, TextSide, IGNORE};
+pub use peft::{LoraConfig, Trainable};
+
+use crate::nn::attention::CacheFull;
+use crate::resolve::{resolve_path, Family};
+
+/// Why fine-tuning (or loading an adapter) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FinetuneError {
+    /// The model failed to open.
+    #[error(transparent)]
+    Model(#[from] crate::Error),
+    /// Adapter tensors missing, misshapen or unused.
+    #[error(transparent)]
+    Weights(#[from] crate::nn::WeightError),
+    /// A sequence longer than the model's context.
+    #[error(transparent)]
+    Forward(#[from] CacheFull),
+    /// The backend cannot be used.
+    #[error(transparent)]
+    Backend(#[from] zoo_backends::BackendError),
+    /// A data file or one of its records is unusable (the message names the line).
+    #[error("{0}")]
+    Data(String),
+    /// Settings that do not fit together.
+    #[error("{0}")]
+    Config(String),
+    /// An adapter folder that cannot be read.
+    #[error("{0}")]
+    Adapter(String),
+    /// A checkpoint that cannot be written or resumed.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+impl FinetuneError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        FinetuneError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// torch.optim.AdamW (decoupled weight decay, bias-corrected moments, eps outside the root).
+    AdamW,
+    /// torch.optim.SGD without momentum (weight decay added to the gradient).
+    Sgd,
+}
+
+/// How the learning rate changes after warmup (transformers' schedules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Constant after warmup.
+    Constant,
+    /// Linear decay to 0 at the last step.
+    Linear,
+    /// Half a cosine down to 0 at the last step.
+    Cosine,
+}
+
+/// The settings of the optimizer loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Weight decay (AdamW: decoupled; SGD: L2 added to the gradient).
+    pub weight_decay: f64,
+    /// AdamW's β₁.
+    pub beta1: f64,
+    /// AdamW's β₂.
+    pub beta2: f64,
+    /// AdamW's ε.
+    pub eps: f64,
+    /// The decay after warmup.
+    pub schedule: Schedule,
+    /// Steps of linear warmup from 0.
+    pub warmup_steps: usize,
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+    /// Forward passes per optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps in all.
+    pub steps: usize,
+    /// Seed of the shuffle, the adapters' initialisation and dropout.
+    pub seed: u64,
+    /// Shuffle the records every epoch (else file order, wrapping around).
+    pub shuffle: bool,
+    /// Clip the global gradient norm to this (torch's `clip_grad_norm_`).
+    pub max_grad_norm: Option<f64>,
+    /// The id right padding uses (its positions are never scored).
+    pub pad_id: u32,
+}
+
+impl TrainConfig {
+    /// The learning rate of step `step` (0-based), as transformers' schedules give it.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let (total, warmup) = (self.steps, self.warmup_steps);
+        if step < warmup {
+            return self.lr * step as f64 / warmup.max(1) as f64;
+        }
+        let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+        self.lr
+            * match self.schedule {
+                Schedule::Constant => 1.0,
+                Schedule::Linear => (1.0 - progress).max(0.0),
+                Schedule::Cosine => {
+                    (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+                }
+            }
+    }
+
+    /// Sequences per optimizer step.
+    pub fn per_step(&self) -> usize {
+        self.batch_size * self.grad_accum
+    }
+
+    fn check(&self) -> Result<(), FinetuneError> {
+        let bad = |m: &str| Err(FinetuneError::Config(m.to_string()));
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1");
+        }
+        if self.grad_accum == 0 {
+            return bad("--grad-accum must be at least 1");
+        }
+        if self.steps == 0 {
+            return bad("no steps to run: give --steps or --epochs above 0");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("--lr must be a positive number");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("--weight-decay must be 0 or more");
+        }
+        if let Some(n) = self.max_grad_norm {
+            if !(n.is_finite() && n > 0.0) {
+                return bad("--max-grad-norm must be a positive number");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// The step, 1-based.
+    pub step: usize,
+    /// The loss before the update (mean over the step's scored labels).
+    pub loss: f64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens the step read (padding excluded).
+    pub tokens: usize,
+}
+
+enum Optim<B: AutodiffBackend, M: AutodiffModule<B>> {
+    AdamW(OptimizerAdaptor<AdamW, M, B>),
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
+}
+
+/// The optimizer loop over one model and one training set.
+pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + Trainable<B>> {
+    model: Option<M>,
+    optim: Optim<B, M>,
+    config: TrainConfig,
+    examples: Vec<Example>,
+    step: usize,
+    order: (usize, Vec<usize>),
+    device: B::Device,
+}
+
+/// A batch: ids and labels `[b, t]` row-major (right padded), and the tokens it holds.
+struct Batch {
+    ids: Vec<i64>,
+    labels: Vec<i64>,
+    b: usize,
+    t: usize,
+    tokens: usize,
+}
+
+fn make_batch(examples: &[&Example], pad_id: u32) -> Batch {
+    let b = examples.len();
+    let t = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
+    let mut ids = Vec::with_capacity(b * t);
+    let mut labels = Vec::with_capacity(b * t);
+    for e in examples {
+        ids.extend(e.input_ids.iter().map(|&i| i as i64));
+        labels.extend(&e.labels);
+        for _ in e.input_ids.len()..t {
+            ids.push(pad_id as i64);
+            labels.push(IGNORE);
+        }
+    }
+    Batch {
+        ids,
+        labels,
+        b,
+        t,
+        tokens: examples.iter().map(|e| e.input_ids.len()).sum(),
+    }
+}
+
+impl Batch {
+    /// Labels the shifted loss scores.
+    fn scored(&self) -> usize {
+        (0..self.b)
+            .map(|r| {
+                self.labels[r * self.t + 1..(r + 1) * self.t]
+                    .iter()
+                    .filter(|&&l| l != IGNORE)
+                    .count()
+            })
+            .sum()
+    }
+}
+
+/// The summed cross-entropy of every scored label after the shift by one (transformers'
+/// causal-LM loss before its division by the number of scored labels).
+///
+/// # Shapes
+/// - `logits`: `[b, t, vocab]`, `labels`: `b * t` row-major → `[1]`
+pub fn causal_lm_loss_sum<B: Backend>(logits: Tensor<B, 3>, labels: &[i64]) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let device = logits.device();
+    let n = b * (t - 1);
+    let mut targets = Vec::with_capacity(n);
+    let mut weights = Vec::with_capacity(n);
+    for r in 0..b {
+        for &l in &labels[r * t + 1..(r + 1) * t] {
+            targets.push(if l == IGNORE { 0 } else { l });
+            weights.push(if l == IGNORE { 0.0f32 } else { 1.0 });
+        }
+    }
+    let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]).reshape([n, v]), 1);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
+    (logp.gather(1, targets).reshape([n]) * weights).sum().neg()
+}
+
+/// Mean causal-LM loss of `examples` (batches of `batch_size`; no gradients, no dropout).
+pub fn eval_loss<B: Backend, M: Trainable<B>>(
+    model: &M,
+    examples: &[Example],
+    batch_size: usize,
+    pad_id: u32,
+    device: &B::Device,
+) -> Result<f64, FinetuneError> {
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = make_batch(&refs, pad_id);
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
+            device,
+        );
+        let logits = model.batch_logits(ids)?;
+        let s: f64 = causal_lm_loss_sum(logits, &batch.labels)
+            .into_scalar()
+            .elem();
+        sum += s;
+        count += batch.scored();
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Sums the squared gradients of every parameter that has one.
+struct GradNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    seen: HashSet<ParamId>,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self.seen.insert(param.id) {
+            return;
+        }
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+/// Multiplies every gradient by `factor`.
+struct GradScale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    seen: HashSet<ParamId>,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self.seen.insert(param.id) {
+            return;
+        }
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Counts the trainable (gradient-requiring) parameters.
+struct CountTrainable {
+    n: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for CountTrainable {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if param.is_require_grad() {
+            self.n += param.shape().num_elements();
+        }
+    }
+}
+
+/// Parameters of `model` that train.
+pub fn trainable_parameters<B: Backend, M: Module<B>>(model: &M) -> usize {
+    let mut count = CountTrainable { n: 0 };
+    model.visit(&mut count);
+    count.n
+}
+
+/// SplitMix64, for the shuffle.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The order of the records in epoch `epoch`: a seeded Fisher–Yates shuffle, or file order.
+fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = SplitMix(seed ^ (epoch as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
+        for i in (1..n).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+    }
+    order
+}
+
+impl<B, M> Trainer<B, M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Trainable<B>,
+{
+    /// A trainer at step 0; the model's trainable parameters are those that require gradients
+    /// (for LoRA: the adapters on a frozen base).
+    pub fn new(
+        model: M,
+        examples: Vec<Example>,
+        config: TrainConfig,
+        device: &B::Device,
+    ) -> Result<Self, FinetuneError> {
+        config.check()?;
+        if examples.is_empty() {
+            return Err(FinetuneError::Data("no training records".into()));
+        }
+        let context = model.context();
+        if let Some((i, e)) = examples
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.input_ids.len() > context)
+        {
+            return Err(FinetuneError::Data(format!(
+                "record {} has {} tokens, more than the model's context of {context}: give --max-len",
+                i + 1,
+                e.input_ids.len()
+            )));
+        }
+        let optim = match config.optimizer {
+            OptimizerKind::AdamW => Optim::AdamW(
+                AdamWConfig::new()
+                    .with_beta_1(config.beta1 as f32)
+                    .with_beta_2(config.beta2 as f32)
+                    .with_epsilon(config.eps as f32)
+                    .with_weight_decay(config.weight_decay as f32)
+                    .init(),
+            ),
+            OptimizerKind::Sgd => Optim::Sgd(
+                SgdConfig::new()
+                    .with_weight_decay((config.weight_decay > 0.0).then(|| {
+                        burn::optim::decay::WeightDecayConfig::new(config.weight_decay as f32)
+                    }))
+                    .init(),
+            ),
+        };
+        let order = (
+            0,
+            epoch_order(examples.len(), 0, config.seed, config.shuffle),
+        );
+        Ok(Self {
+            model: Some(model),
+            optim,
+            config,
+            examples,
+            step: 0,
+            order,
+            device: device.clone(),
+        })
+    }
+
+    /// The model as it is now.
+    pub fn model(&self) -> &M {
+        self.model
+            .as_ref()
+            .expect("the model is always present between steps")
+    }
+
+    /// The trained model.
+    pub fn into_model(self) -> M {
+        self.model
+            .expect("the model is always present between steps")
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    fn example_at(&mut self, position: usize) -> usize {
+        let n = self.examples.len();
+        let epoch = position / n;
+        if self.order.0 != epoch {
+            self.order = (
+                epoch,
+                epoch_order(n, epoch, self.config.seed, self.config.shuffle),
+            );
+        }
+        self.order.1[position % n]
+    }
+
+    /// Runs the next optimizer step: `grad_accum` forward/backward passes of `batch_size`
+    /// records, their gradients summed (each pass's loss divided by the step's scored labels,
+    /// so the sum is the gradient of the step's mean loss), clipped, applied.
+    pub fn step(&mut self) -> Result<StepStats, FinetuneError> {
+        let per_step = self.config.per_step();
+        let chosen: Vec<usize> = (0..per_step)
+            .map(|i| self.example_at(self.step * per_step + i))
+            .collect();
+        let batches: Vec<Batch> = chosen
+            .chunks(self.config.batch_size)
+            .map(|c| {
+                let refs: Vec<&Example> = c.iter().map(|&i| &self.examples[i]).collect();
+                make_batch(&refs, self.config.pad_id)
+            })
+            .collect();
+        let total: usize = batches.iter().map(Batch::scored).sum();
+        B::seed(
+            &self.device,
+            self.config.seed.wrapping_add(self.step as u64),
+        );
+        let model = self.model.take().expect("model present");
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let mut loss = 0.0f64;
+        let mut tokens = 0;
+        for batch in &batches {
+            let ids = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
+                &self.device,
+            );
+            let logits = match model.batch_logits(ids) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e.into());
+                }
+            };
+            let part = causal_lm_loss_sum(logits, &batch.labels).div_scalar(total as f64);
+            let value: f64 = part.clone().into_scalar().elem();
+            loss += value;
+            tokens += batch.tokens;
+            let grads = GradientsParams::from_grads(part.backward(), &model);
+            accumulator.accumulate(&model, grads);
+        }
+        let mut grads = accumulator.grads();
+        let mut norm = GradNorm::<B> {
+            grads: &grads,
+            seen: HashSet::new(),
+            total: None,
+        };
+        model.visit(&mut norm);
+        let grad_norm = match norm.total {
+            Some(t) => {
+                let s: f64 = t.into_scalar().elem();
+                s.sqrt()
+            }
+            None => 0.0,
+        };
+        if let Some(max) = self.config.max_grad_norm {
+            let factor = (max / (grad_norm + 1e-6)).min(1.0);
+            model.visit(&mut GradScale::<B> {
+                grads: &mut grads,
+                factor,
+                seen: HashSet::new(),
+                backend: PhantomData,
+            });
+        }
+        let lr = self.config.lr_at(self.step);
+        let model = match &mut self.optim {
+            Optim::AdamW(o) => o.step(lr, model, grads),
+            Optim::Sgd(o) => o.step(lr, model, grads),
+        };
+        self.model = Some(model);
+        self.step += 1;
+        Ok(StepStats {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+        })
+    }
+
+    /// Writes the optimizer state to `path` (Burn's binary record).
+    pub fn save_optimizer(&self, path: &Path) -> Result<(), FinetuneError> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let err = |e: burn::record::RecorderError| {
+            FinetuneError::Checkpoint(format!("{}: {e}", path.display()))
+        };
+        match &self.optim {
+            Optim::AdamW(o) => {
+                Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf()).map_err(err)
+            }
+            Optim::Sgd(o) => {
+                Recorder::<B>::record(&recorder, o.to_record(), path.to_path_buf()).map_err(err)
+            }
+        }
+    }
+
+    /// Continues from a checkpoint: the optimizer state of `path` and `step` steps done.
+    pub fn resume(&mut self, path: &Path, step: usize) -> Result<(), FinetuneError> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let err = |e: burn::record::RecorderError| {
+            FinetuneError::Checkpoint(format!("{}: {e}", path.display()))
+        };
+        let optim = std::mem::replace(&mut self.optim, Optim::Sgd(SgdConfig::new().init()));
+        self.optim = match optim {
+            Optim::AdamW(o) => {
+                let record = Recorder::<B>::load(&recorder, path.to_path_buf(), &self.device)
+                    .map_err(err)?;
+                Optim::AdamW(o.load_record(record))
+            }
+            Optim::Sgd(o) => {
+                let record = Recorder::<B>::load(&recorder, path.to_path_buf(), &self.device)
+                    .map_err(err)?;
+                Optim::Sgd(o.load_record(record))
+            }
+        };
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// What `zoo finetune` asks for.
+#[derive(Debug, Clone)]
+pub struct FinetuneOptions {
+    /// The base model (a Hugging Face folder or a `.gguf` file).
+    pub model: PathBuf,
+    /// The training records.
+    pub data: PathBuf,
+    /// Records for the evaluation loss.
+    pub eval_data: Option<PathBuf>,
+    /// How the records are laid out.
+    pub format: DataFormat,
+    /// Truncate every record to this many tokens.
+    pub max_len: Option<usize>,
+    /// The adapters to add (ignored when `adapter` is given: its config rules).
+    pub lora: LoraConfig,
+    /// An adapter folder to continue training from.
+    pub adapter: Option<PathBuf>,
+    /// The optimizer loop (`steps` resolved from `epochs` when that is given).
+    pub train: TrainConfig,
+    /// Epochs instead of steps.
+    pub epochs: Option<f64>,
+    /// Evaluate every this many steps (and after the last).
+    pub eval_every: Option<usize>,
+    /// Write a checkpoint every this many steps.
+    pub checkpoint_every: Option<usize>,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Overwrite the files of an existing output folder.
+    pub force: bool,
+    /// Continue from the last checkpoint in the output folder.
+    pub resume: bool,
+}
+
+/// What happened, as it happens.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Training starts (or resumes at `start_step`).
+    Start {
+        /// Steps in all.
+        total_steps: usize,
+        /// Steps already done (resumed).
+        start_step: usize,
+        /// Training records.
+        examples: usize,
+        /// Trainable parameters.
+        trainable: usize,
+    },
+    /// A step finished.
+    Step(&'a StepStats),
+    /// The evaluation loss after `step` steps.
+    Eval {
+        /// Steps done.
+        step: usize,
+        /// Mean loss over the evaluation records.
+        loss: f64,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Steps done.
+        step: usize,
+        /// Its folder.
+        dir: &'a Path,
+    },
+}
+
+/// What a fine-tuning run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The loss of every step, before its update (resumed runs include the earlier steps).
+    pub losses: Vec<f64>,
+    /// `(step, loss)` of every evaluation.
+    pub eval_losses: Vec<(usize, f64)>,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Tokens per second of the steps this run did.
+    pub tokens_per_s: f64,
+}
+
+/// The latest `checkpoint-N` folder of `out`, with N.
+fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
+    std::fs::read_dir(out)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then(|| (n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+}
+
+/// Fine-tunes the model of `options` on the backend `kind` under autodiff, writing the adapter
+/// folder; `on_event` hears of every step, evaluation and checkpoint.
+pub fn finetune(
+    kind: BackendKind,
+    options: &FinetuneOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError> {
+    zoo_backends::with_autodiff_backend!(kind, |B, device| {
+        run_family::<B>(options, &device, on_event)
+    })?
+}
+
+fn run_family<B: AutodiffBackend>(
+    options: &FinetuneOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError> {
+    let model = resolve_path(&options.model).map_err(crate::Error::from)?;
+    let format = crate::nn::WeightFormat::AS_STORED;
+    match model.family {
+        Family::Llama => {
+            let generator = crate::llama::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            run_generator(generator, options, device, false, on_event)
+        }
+        Family::Gpt2 => {
+            let generator = crate::gpt2::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            run_generator(generator, options, device, true, on_event)
+        }
+        other => Err(FinetuneError::Config(format!(
+            "fine-tuning {} models is not implemented yet (GPT-2 and LLaMA are)",
+            other.name()
+        ))),
+    }
+}
+
+fn run_generator<B, M>(
+    generator: crate::nn::TextGenerator<B, M>,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    fan_in_fan_out: bool,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Trainable<B> + crate::nn::CausalLm<B>,
+    M::InnerModule: Trainable<B::InnerBackend>,
+{
+    let out = &options.out;
+    let resume = if options.resume {
+        Some(latest_checkpoint(out).ok_or_else(|| {
+            FinetuneError::Checkpoint(format!(
+                "--resume: {} holds no checkpoint-N folder to resume from",
+                out.display()
+            ))
+        })?)
+    } else {
+        if out.join("adapter_model.safetensors").exists() || latest_checkpoint(out).is_some() {
+            if !options.force {
+                return Err(FinetuneError::Config(format!(
+                    "{} already holds an adapter or checkpoints: give --force to overwrite, or --resume to continue",
+                    out.display()
+                )));
+            }
+        }
+        None
+    };
+    let vocab = generator.model.vocab_size();
+    let encode = |text: &str| generator.encode(text);
+    let side = TextSide {
+        tokenizer: generator.tokenizer.as_ref(),
+        encode_prompt: &encode,
+        eos: generator.eos_ids.first().copied(),
+        vocab,
+    };
+    let max_len = options.max_len.unwrap_or(usize::MAX);
+    let examples = load_examples(&options.data, options.format, &side, max_len)?;
+    let eval = match &options.eval_data {
+        Some(path) => load_examples(path, options.format, &side, max_len)?,
+        None => Vec::new(),
+    };
+    let mut train = options.train.clone();
+    if let Some(epochs) = options.epochs {
+        if !(epochs.is_finite() && epochs > 0.0) {
+            return Err(FinetuneError::Config("--epochs must be above 0".into()));
+        }
+        train.steps = ((examples.len() as f64 * epochs) / train.per_step() as f64).ceil() as usize;
+    }
+    let source = options.model.display().to_string();
+    let mut model = generator.model.no_grad();
+    let start_adapter = match &resume {
+        Some((_, dir)) => Some(dir.clone()),
+        None => options.adapter.clone(),
+    };
+    let lora = match &start_adapter {
+        Some(dir) => peft::load_adapter(&mut model, dir)?,
+        None => {
+            peft::attach_new(&mut model, &options.lora, train.seed)?;
+            options.lora.clone()
+        }
+    };
+    let trainable = trainable_parameters(&model);
+    let eval_every = options.eval_every;
+    let mut trainer = Trainer::new(model, examples, train.clone(), device)?;
+    let mut losses = Vec::new();
+    let mut eval_losses = Vec::new();
+    if let Some((step, dir)) = &resume {
+        let state = read_state(&dir.join("trainer_state.json"))?;
+        losses = state.0;
+        eval_losses = state.1;
+        if losses.len() != *step {
+            return Err(FinetuneError::Checkpoint(format!(
+                "{}: trainer_state.json records {} losses for step {step}",
+                dir.display(),
+                losses.len()
+            )));
+        }
+        trainer.resume(&dir.join("optimizer"), *step)?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| FinetuneError::io(out, e))?;
+    on_event(Event::Start {
+        total_steps: train.steps,
+        start_step: trainer.steps_done(),
+        examples: trainer.examples.len(),
+        trainable,
+    });
+    let evaluate = |trainer: &Trainer<B, M>| {
+        let inner = trainer.model().valid();
+        eval_loss(&inner, &eval, train.batch_size, train.pad_id, device)
+    };
+    let started = Instant::now();
+    let mut run_tokens = 0usize;
+    while trainer.steps_done() < train.steps {
+        let stats = trainer.step()?;
+        run_tokens += stats.tokens;
+        losses.push(stats.loss);
+        on_event(Event::Step(&stats));
+        let step = stats.step;
+        let last = step == train.steps;
+        if !eval.is_empty() && (last || eval_every.is_some_and(|n| n > 0 && step % n == 0)) {
+            let loss = evaluate(&trainer)?;
+            eval_losses.push((step, loss));
+            on_event(Event::Eval { step, loss });
+        }
+        if options
+            .checkpoint_every
+            .is_some_and(|n| n > 0 && step % n == 0)
+            && !last
+        {
+            let dir = out.join(format!("checkpoint-{step}"));
+            let tmp = peft::tmp_name(&dir);
+            let tensors = peft::adapter_tensors(trainer.model());
+            peft::write_adapter(&tmp, &tensors, &lora, &source, fan_in_fan_out)?;
+            trainer.save_optimizer(&tmp.join("optimizer"))?;
+            write_state(&tmp.join("trainer_state.json"), &losses, &eval_losses, step)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| FinetuneError::io(&dir, e))?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(|e| FinetuneError::io(&dir, e))?;
+            on_event(Event::Checkpoint { step, dir: &dir });
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let tensors = peft::adapter_tensors(trainer.model());
+    peft::write_adapter(out, &tensors, &lora, &source, fan_in_fan_out)?;
+    write_state(
+        &out.join("trainer_state.json"),
+        &losses,
+        &eval_losses,
+        train.steps,
+    )?;
+    peft::write_atomic(
+        &out.join("loss_curve.svg"),
+        svg::loss_curve(&losses, &eval_losses).as_bytes(),
+    )?;
+    Ok(Report {
+        losses,
+        eval_losses,
+        out: out.clone(),
+        tokens_per_s: run_tokens as f64 / seconds.max(1e-9),
+    })
+}
+
+fn write_state(
+    path: &Path,
+    losses: &[f64],
+    eval_losses: &[(usize, f64)],
+    step: usize,
+) -> Result<(), FinetuneError> {
+    let value = json!({
+        "step": step,
+        "losses": losses,
+        "eval_losses": eval_losses.iter().map(|(s, l)| json!([s, l])).collect::<Vec<_>>(),
+    });
+    peft::write_atomic(path, value.to_string().as_bytes())
+}
+
+type State = (Vec<f64>, Vec<(usize, f64)>);
+
+fn read_state(path: &Path) -> Result<State, FinetuneError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FinetuneError::io(path, e))?;
+    let bad = || FinetuneError::Checkpoint(format!("{}: not a trainer state", path.display()));
+    let v: Value = serde_json::from_str(&text).map_err(|_| bad())?;
+    let losses = v["losses"]
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|x| x.as_f64().ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    let evals = v["eval_losses"]
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|x| {
+            let pair = || Some((x.get(0)?.as_u64()? as usize, x.get(1)?.as_f64()?));
+            pair().ok_or_else(bad)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((losses, evals))
+}
+
+/// Loads the PEFT LoRA adapter folder `dir` onto a causal LM for inference (GPT-2, LLaMA).
+pub fn apply_adapter<B: Backend>(
+    model: &mut crate::CausalModel<B>,
+    dir: &Path,
+) -> Result<LoraConfig, FinetuneError> {
+    match model {
+        crate::CausalModel::Llama(m) => peft::load_adapter(m, dir),
+        crate::CausalModel::Gpt2(m) => peft::load_adapter(m, dir),
+        _ => Err(FinetuneError::Adapter(format!(
+            "{}: LoRA adapters are implemented for GPT-2 and LLaMA models",
+            dir.display()
+        ))),
+    }
+}

@@ -1,0 +1,426 @@
+//! LoRA fine-tuning against PyTorch + PEFT (tests/fixtures/finetune_fixtures.py): from the
+//! same starting adapter, the losses of every SGD / AdamW step, the final adapter tensors and
+//! the logits with the trained adapter agree on every backend; the adapter files round-trip
+//! with PEFT's names; `zoo finetune` trains, resumes from a checkpoint, refuses to overwrite,
+//! and `zoo generate --adapter` uses the result.
+
+use std::path::PathBuf;
+
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn_zoo::backends::BackendKind;
+use burn_zoo::finetune::{
+    eval_loss, load_examples, peft, DataFormat, Example, OptimizerKind, Schedule, TextSide,
+    TrainConfig, Trainable, Trainer,
+};
+use burn_zoo::nn::{CausalLm, WeightFormat};
+
+use crate::common::{fixtures, json, rows, stdout_json, tensor_rows, zoo};
+
+fn case_dir(name: &str) -> PathBuf {
+    fixtures().join("finetune").join(name)
+}
+
+fn reference(name: &str) -> serde_json::Value {
+    json(&case_dir(name).join("reference.json"))
+}
+
+fn data_path() -> PathBuf {
+    fixtures().join("finetune/data.jsonl")
+}
+
+fn examples(vocab: usize) -> Vec<Example> {
+    let side = TextSide {
+        tokenizer: None,
+        encode_prompt: &|_| Ok(Vec::new()),
+        eos: None,
+        vocab,
+    };
+    load_examples(&data_path(), DataFormat::Tokens, &side, usize::MAX).unwrap()
+}
+
+/// The settings of a reference case.
+fn train_config(r: &serde_json::Value) -> TrainConfig {
+    TrainConfig {
+        optimizer: match r["optimizer"].as_str().unwrap() {
+            "adamw" => OptimizerKind::AdamW,
+            _ => OptimizerKind::Sgd,
+        },
+        lr: r["lr"].as_f64().unwrap(),
+        weight_decay: r["weight_decay"].as_f64().unwrap(),
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        schedule: match r["schedule"].as_str().unwrap() {
+            "linear" => Schedule::Linear,
+            "cosine" => Schedule::Cosine,
+            _ => Schedule::Constant,
+        },
+        warmup_steps: r["warmup"].as_u64().unwrap() as usize,
+        batch_size: r["batch_size"].as_u64().unwrap() as usize,
+        grad_accum: r["grad_accum"].as_u64().unwrap() as usize,
+        steps: r["steps"].as_u64().unwrap() as usize,
+        seed: 0,
+        shuffle: false,
+        max_grad_norm: r["max_grad_norm"].as_f64(),
+        pad_id: 0,
+    }
+}
+
+/// Loss tolerance on `kind`: the f32 losses of a few steps drift apart by reduction order.
+fn loss_tolerance(kind: BackendKind) -> f64 {
+    if kind.is_gpu() {
+        2e-3
+    } else {
+        2e-4
+    }
+}
+
+/// Trains `model` (adapter loaded from the case's `init/`) as the reference did and compares.
+fn check_case<A, M>(mut model: M, name: &str, kind: BackendKind, device: &A::Device)
+where
+    A: AutodiffBackend,
+    M: AutodiffModule<A> + Trainable<A> + CausalLm<A>,
+    M::InnerModule: Trainable<A::InnerBackend> + CausalLm<A::InnerBackend>,
+{
+    let r = reference(name);
+    let config = peft::load_adapter(&mut model, &case_dir(name).join("init")).unwrap();
+    assert_eq!(config.rank as u64, r["rank"].as_u64().unwrap());
+    assert_eq!(config.alpha, r["alpha"].as_f64().unwrap());
+    let vocab = model.vocab_size();
+    let mut trainer = Trainer::new(model, examples(vocab), train_config(&r), device).unwrap();
+    let want: Vec<f64> = r["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(trainer.step().unwrap().loss);
+    }
+    let tol = loss_tolerance(kind);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() < tol,
+            "{name} [{kind}] step {}: loss {g} vs {w}",
+            i + 1
+        );
+    }
+    let model = trainer.into_model();
+    // The final adapter, tensor by tensor under PEFT's names.
+    let tensors = peft::adapter_tensors(&model);
+    let final_ref = r["final"].as_object().unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut want_names: Vec<&String> = final_ref.keys().collect();
+    want_names.sort();
+    assert_eq!(names, want_names, "adapter tensor names");
+    let mut worst = 0.0f32;
+    for (name_t, (_, values)) in &tensors {
+        let want = rows(&final_ref[name_t.as_str()]);
+        let want: Vec<f32> = want.into_iter().flatten().collect();
+        assert_eq!(values.len(), want.len());
+        for (a, b) in values.iter().zip(&want) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    let adapter_tol = 10.0 * burn_zoo::backends::tolerance(kind);
+    assert!(
+        worst < adapter_tol,
+        "{name} [{kind}] final adapter differs by {worst}"
+    );
+    // Logits of the probe sequence with the trained adapter (no autodiff).
+    let inner = model.valid();
+    let probe: Vec<u32> = r["probe"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let logits = tensor_rows(
+        inner
+            .batch_logits(burn_zoo::nn::ids_tensor(&probe, device))
+            .unwrap(),
+    );
+    let diff = crate::common::max_abs_diff(&logits, &rows(&r["probe_logits"]));
+    assert!(
+        diff < adapter_tol,
+        "{name} [{kind}] probe logits differ by {diff}"
+    );
+    // Written in PEFT's format and read back: the same tensors and settings.
+    let tmp = tempfile::tempdir().unwrap();
+    peft::write_adapter(tmp.path(), &tensors, &config, "base", false).unwrap();
+    assert_eq!(peft::read_config(tmp.path()).unwrap(), config);
+    let mut fresh = inner.clone();
+    for (_, dense) in fresh.dense_layers_mut() {
+        dense.lora = None;
+    }
+    peft::load_adapter(&mut fresh, tmp.path()).unwrap();
+    assert_eq!(peft::adapter_tensors(&fresh), tensors);
+    eprintln!("{name} [{kind}] losses {got:?}, adapter max diff {worst:.2e}, logits {diff:.2e}");
+}
+
+struct LlamaCase(&'static str);
+
+impl LlamaCase {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = kind_of::<B>(&device);
+        let dir = fixtures().join("llama/gqa");
+        let lm = burn_zoo::llama::open_with::<Autodiff<B>>(&dir, &device, WeightFormat::AS_STORED)
+            .unwrap();
+        check_case::<Autodiff<B>, _>(lm.model.no_grad(), self.0, kind, &device);
+    }
+}
+
+struct Gpt2Case(&'static str);
+
+impl Gpt2Case {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = kind_of::<B>(&device);
+        let dir = fixtures().join("gpt2/tiny-a");
+        let lm = burn_zoo::gpt2::open_with::<Autodiff<B>>(&dir, &device, WeightFormat::AS_STORED)
+            .unwrap();
+        check_case::<Autodiff<B>, _>(lm.model.no_grad(), self.0, kind, &device);
+    }
+}
+
+/// The kind of a backend type, from its name.
+fn kind_of<B: Backend>(device: &B::Device) -> BackendKind {
+    let name = B::name(device).to_ascii_lowercase();
+    if name.contains("flex") {
+        BackendKind::Flex
+    } else if name.contains("ndarray") {
+        BackendKind::NdArray
+    } else if name.contains("cuda") {
+        BackendKind::Cuda
+    } else {
+        BackendKind::Wgpu
+    }
+}
+
+#[test]
+fn llama_lora_sgd_matches_peft() {
+    on_every_backend!(|_kind| LlamaCase("llama_sgd"));
+}
+
+#[test]
+fn llama_lora_adamw_with_accumulation_and_clipping_matches_peft() {
+    on_every_backend!(|_kind| LlamaCase("llama_adamw"));
+}
+
+#[test]
+fn gpt2_lora_adamw_cosine_matches_peft() {
+    on_every_backend!(|_kind| Gpt2Case("gpt2_adamw"));
+}
+
+/// The base stays frozen: only the adapters count as trainable, and the loss of the initial
+/// adapter over the whole file is the reference's first loss when the step covers it all.
+#[test]
+fn only_adapters_train() {
+    type A = Autodiff<burn_zoo::backends::Flex>;
+    let device = Default::default();
+    let lm = burn_zoo::llama::open_with::<A>(
+        &fixtures().join("llama/gqa"),
+        &device,
+        WeightFormat::AS_STORED,
+    )
+    .unwrap();
+    let mut model = lm.model.no_grad();
+    assert_eq!(burn_zoo::finetune::trainable_parameters(&model), 0);
+    peft::load_adapter(&mut model, &case_dir("llama_sgd").join("init")).unwrap();
+    // q_proj [32, 16] and v_proj [16, 16] at rank 4, two layers.
+    let per_layer = 4 * 16 + 32 * 4 + 4 * 16 + 16 * 4;
+    assert_eq!(
+        burn_zoo::finetune::trainable_parameters(&model),
+        2 * per_layer
+    );
+    let ex = examples(64);
+    let first_two = eval_loss(&model.valid(), &ex[..2], 2, 0, &device).unwrap();
+    let want = reference("llama_sgd")["losses"][0].as_f64().unwrap();
+    assert!((first_two - want).abs() < 1e-4, "{first_two} vs {want}");
+}
+
+#[test]
+fn bad_adapters_are_errors() {
+    type B = burn_zoo::backends::Flex;
+    let device = Default::default();
+    let open = || {
+        burn_zoo::llama::open_with::<B>(
+            &fixtures().join("llama/gqa"),
+            &device,
+            WeightFormat::AS_STORED,
+        )
+        .unwrap()
+        .model
+    };
+    // A target the model lacks.
+    let tmp = crate::common::copy_dir(&case_dir("llama_sgd").join("init"));
+    let cfg_path = tmp.path().join("adapter_config.json");
+    let mut cfg = json(&cfg_path);
+    cfg["target_modules"] = serde_json::json!(["q_proj", "c_attn"]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = peft::load_adapter(&mut open(), tmp.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("`c_attn` matches no linear layer"),
+        "{err}"
+    );
+    // A rank that does not match the tensors.
+    cfg["target_modules"] = serde_json::json!(["q_proj", "v_proj"]);
+    cfg["r"] = serde_json::json!(2);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = peft::load_adapter(&mut open(), tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("lora_A.weight"), "{err}");
+    // Tensors for a layer the config does not target are not silently ignored.
+    cfg["r"] = serde_json::json!(4);
+    cfg["target_modules"] = serde_json::json!(["q_proj"]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = peft::load_adapter(&mut open(), tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("v_proj"), "{err}");
+    // DoRA is refused.
+    cfg["target_modules"] = serde_json::json!(["q_proj", "v_proj"]);
+    cfg["use_dora"] = serde_json::json!(true);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = peft::load_adapter(&mut open(), tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("use_dora"), "{err}");
+}
+
+fn path_str(p: PathBuf) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn finetune_args(data: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--backend",
+        "flex",
+        "--json",
+        "finetune",
+        &path_str(fixtures().join("llama/gqa")),
+        "--data",
+        data,
+        "--adapter",
+        &path_str(case_dir("llama_sgd").join("init")),
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--schedule",
+        "constant",
+        "--batch-size",
+        "2",
+        "--steps",
+        "4",
+        "--no-shuffle",
+        "--max-grad-norm",
+        "0",
+        "--out",
+        out,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_zoo(args: &[String]) -> std::process::Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    zoo(&refs)
+}
+
+fn losses(v: &serde_json::Value) -> Vec<f64> {
+    v["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// `zoo finetune` gives the reference losses, checkpoints, resumes with the same losses,
+/// refuses to overwrite, and `zoo generate --adapter` picks the token the trained PEFT model
+/// ranks first.
+#[test]
+fn cli_trains_resumes_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out_s = path_str(out.clone());
+    let data = path_str(data_path());
+    let first = stdout_json(&run_zoo(&finetune_args(
+        &data,
+        &out_s,
+        &["--checkpoint-every", "2"],
+    )));
+    let r = reference("llama_sgd");
+    let want: Vec<f64> = losses(&r);
+    let got = losses(&first);
+    assert_eq!(got.len(), 4);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 2e-4, "{got:?} vs {want:?}");
+    }
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "loss_curve.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    assert!(out.join("checkpoint-2/optimizer.bin").is_file());
+    // The same command again refuses to overwrite.
+    let again = run_zoo(&finetune_args(&data, &out_s, &[]));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // Resuming from checkpoint-2 redoes steps 3 and 4 with the same losses.
+    let resumed = losses(&stdout_json(&run_zoo(&finetune_args(
+        &data,
+        &out_s,
+        &["--resume"],
+    ))));
+    assert_eq!(resumed.len(), 4);
+    for (a, b) in resumed.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-6, "{resumed:?} vs {got:?}");
+    }
+    // Greedy generation with the adapter: the token PEFT's trained model ranks first.
+    let last = rows(&r["probe_logits"]).pop().unwrap();
+    let mut order: Vec<usize> = (0..last.len()).collect();
+    order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+    assert!(last[order[0]] - last[order[1]] > 1e-2, "a clear margin");
+    let probe: Vec<String> = r["probe"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let gen = |adapter: bool| {
+        let mut args: Vec<String> = ["--backend", "flex", "--json", "generate"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(path_str(fixtures().join("llama/gqa")));
+        args.extend(["--ids".to_string(), probe.join(",")]);
+        args.extend(["--max-new-tokens", "1", "--greedy", "--ignore-eos"].map(String::from));
+        if adapter {
+            args.extend(["--adapter".to_string(), out_s.clone()]);
+        }
+        stdout_json(&run_zoo(&args))["ids"][0].as_u64().unwrap() as usize
+    };
+    assert_eq!(gen(true), order[0]);
+}
+
+/// Bad data is an error naming the line, before any training.
+#[test]
+fn cli_bad_data_names_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 200]}\n",
+    )
+    .unwrap();
+    let out = path_str(tmp.path().join("run"));
+    let res = run_zoo(&finetune_args(&path_str(data), &out, &[]));
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("line 2") && err.contains("200"), "{err}");
+}
