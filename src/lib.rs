@@ -12,7 +12,8 @@
 //! - [`eval`]: raw forward passes of any family (the verification interface), perplexity and
 //!   pseudo-perplexity;
 //! - [`bench`]: speed and memory of any model, as `zoo bench` and `zoo compare --measure`
-//!   report them.
+//!   report them;
+//! - [`serve`]: an OpenAI-compatible HTTP server with batched decoding (`zoo serve`).
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
@@ -37,6 +38,7 @@ pub mod export;
 pub mod lm;
 pub mod resolve;
 pub mod seq2seq;
+pub mod serve;
 
 pub use lm::{
     open, open_with, CausalCache, CausalModel, DynLanguageModel, ForwardError, LanguageModel,

@@ -58,6 +58,8 @@ enum Command {
     /// Internal: measure one model on one backend as JSON (the child of `compare --measure`).
     #[command(name = "__measure", hide = true)]
     Measure(commands::compare::MeasureOneArgs),
+    /// An OpenAI-compatible server: chat, completions, embeddings, a chat page at /.
+    Serve(commands::serve::ServeArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
     TrainWord2vec(commands::word2vec::TrainArgs),
     /// Nearest words by cosine similarity.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::FillMask(args) => commands::bert::fill_mask(&ctx, args),
         Command::Quantize(args) => commands::quantize::quantize(&ctx, args),
         Command::Measure(args) => commands::compare::measure_one(&ctx, args),
+        Command::Serve(args) => commands::serve::serve(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),
         Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),

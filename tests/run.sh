@@ -60,6 +60,17 @@ if [ ! -f "$gensim_dir/test_data/questions-words.txt" ]; then
   rm -rf "$gensim_dir.part" "$tmp"
 fi
 export ZOO_GENSIM_TEST_DATA=$gensim_dir/test_data
+# The official OpenAI Python client for the `zoo serve` tests (tests/zoo/serve.rs), in a venv
+# in the cache: installed once (about 15 s and 10 MB), then reused.
+openai_venv=${ZOO_CACHE:-$HOME/.cache/burn-zoo}/openai-venv-3.51.0
+if [ ! -f "$openai_venv/.installed" ]; then
+  step "installing the openai client into $openai_venv"
+  rm -rf "$openai_venv"
+  python3 -m venv "$openai_venv"
+  "$openai_venv/bin/pip" install --quiet openai==3.51.0
+  touch "$openai_venv/.installed"
+fi
+export ZOO_OPENAI_PYTHON=$openai_venv/bin/python
 # The ChatGLM golden tensors live beside the repository, never inside it.
 if [ -d ../shared/reference/chatglm ]; then
   export ZOO_CHATGLM_REFERENCE=${ZOO_CHATGLM_REFERENCE:-$(cd ../shared/reference && pwd)}

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod info;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod word2vec;
 
 use anyhow::{bail, Context as _};
