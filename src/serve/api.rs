@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -172,27 +172,36 @@ fn json_response(value: Value) -> Response {
     axum::Json(value).into_response()
 }
 
-/// The body as JSON: 413 over the size limit, 400 when it is not JSON.
-async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+/// A body over the limit is read on (and dropped) up to this many bytes before the 413 is sent,
+/// so that the client, still sending, receives the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// The body as JSON: 413 over the size limit, 400 when it is not JSON. At most the limit is kept
+/// in memory.
+async fn read_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
+    use futures_util::StreamExt;
     let limit = state.options.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= limit {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             format!("the request body is larger than {limit} bytes"),
         )
-        .code("request_too_large")
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        .code("request_too_large"));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad(format!("the request body is not valid JSON: {e}")))
 }
@@ -376,9 +385,9 @@ fn tokenizer_for<'a>(
     }
 }
 
-async fn tokenize(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+async fn tokenize(State(state): State<Shared>, body: Body) -> Response {
     let result: Result<Response, ApiError> = async {
-        let req: TokenizeRequest = parse(read_json(&state, &headers, body).await?)?;
+        let req: TokenizeRequest = parse(read_json(&state, body).await?)?;
         let (tokenizer, lm) = tokenizer_for(&state, req.model.as_deref())?;
         let tokens = match (lm, req.add_special) {
             // What a completion's prompt becomes.
@@ -396,9 +405,9 @@ async fn tokenize(State(state): State<Shared>, headers: HeaderMap, body: Body) -
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn detokenize(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+async fn detokenize(State(state): State<Shared>, body: Body) -> Response {
     let result: Result<Response, ApiError> = async {
-        let req: DetokenizeRequest = parse(read_json(&state, &headers, body).await?)?;
+        let req: DetokenizeRequest = parse(read_json(&state, body).await?)?;
         let (tokenizer, _) = tokenizer_for(&state, req.model.as_deref())?;
         let vocab = tokenizer.vocab_size();
         if let Some(&id) = req.tokens.iter().find(|&&id| id as usize >= vocab) {
@@ -869,10 +878,10 @@ async fn answer(reply: Reply, events: UnboundedReceiver<Event>, checked: Checked
     }
 }
 
-async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+async fn chat(State(state): State<Shared>, body: Body) -> Response {
     let result: Result<Response, ApiError> = async {
         refuse_when_shutting_down(&state)?;
-        let req: ChatRequest = parse(read_json(&state, &headers, body).await?)?;
+        let req: ChatRequest = parse(read_json(&state, body).await?)?;
         let lm = state.lm(req.model.as_deref())?;
         if req.messages.is_empty() {
             return Err(ApiError::bad("messages is empty").param("messages"));
@@ -935,10 +944,10 @@ async fn chat(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Re
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+async fn completions(State(state): State<Shared>, body: Body) -> Response {
     let result: Result<Response, ApiError> = async {
         refuse_when_shutting_down(&state)?;
-        let req: CompletionRequest = parse(read_json(&state, &headers, body).await?)?;
+        let req: CompletionRequest = parse(read_json(&state, body).await?)?;
         let lm = state.lm(req.model.as_deref())?;
         let text = match &req.prompt {
             Prompt::Text(t) => Some(t.as_str()),
@@ -1011,10 +1020,10 @@ fn base64_f32(values: &[f32]) -> String {
     out
 }
 
-async fn embeddings(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+async fn embeddings(State(state): State<Shared>, body: Body) -> Response {
     let result: Result<Response, ApiError> = async {
         refuse_when_shutting_down(&state)?;
-        let req: EmbeddingRequest = parse(read_json(&state, &headers, body).await?)?;
+        let req: EmbeddingRequest = parse(read_json(&state, body).await?)?;
         let encoder = state.encoder(req.model.as_deref())?;
         let texts = match req.input {
             Input::One(t) => vec![t],

@@ -310,7 +310,8 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
         let (status, tokens) = server.post("/tokenize", &json!({"content": text}));
         assert_eq!(status, 200);
         assert_eq!(ids(&tokens["tokens"]), ids(&reference["input_ids"]), "{backend}");
-        let body_ids = &ids(&reference["input_ids"])[1..];
+        let all_ids = ids(&reference["input_ids"]);
+        let body_ids = &all_ids[1..];
         let (_, detok) = server.post("/detokenize", &json!({"tokens": body_ids}));
         assert_eq!(detok["content"], text);
 
