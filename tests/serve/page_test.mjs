@@ -31,7 +31,7 @@ const out = { answers: [], stats: [], partial: false };
 try {
   const page = context.pages()[0] || (await context.newPage());
   await page.goto(base + "/");
-  await page.waitForSelector("#model option");
+  await page.waitForSelector("#model option", { state: "attached" });
   out.model = await page.$eval("#model", (s) => s.value);
   await page.fill("#max", "12");
   for (const [i, q] of questions.entries()) {
@@ -49,7 +49,7 @@ try {
     );
     const done = await page.$eval(id, (el) => el.dataset.done === "1");
     if (!done) out.partial = true;
-    await page.waitForSelector(id + "[data-done='1']", { timeout: 120000 });
+    await page.waitForSelector(id + "[data-done='1']", { state: "attached", timeout: 120000 });
     out.answers.push(await page.$eval(id, (el) => ({ text: el.textContent, cls: el.className })));
     out.stats.push(await page.$eval("#stats", (el) => el.textContent));
   }
