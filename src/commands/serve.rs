@@ -100,12 +100,7 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         ..ServeOptions::new(kind)
     };
     let mut server = Server::load(options, specs)?;
-    server.on_request(|r| {
-        eprintln!(
-            "{} {} {} {:.3}s",
-            r.method, r.path, r.status, r.seconds
-        )
-    });
+    server.on_request(|r| eprintln!("{} {} {} {:.3}s", r.method, r.path, r.status, r.seconds));
     let models = server.models();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -279,11 +279,7 @@ impl AppState {
 // Small endpoints
 
 async fn page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        PAGE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -307,7 +303,10 @@ async fn health(State(state): State<Shared>) -> Response {
 
 async fn metrics(State(state): State<Shared>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&state.gauges()),
     )
         .into_response()
@@ -532,7 +531,7 @@ fn check_params(
     if let Some(top_p) = p.top_p {
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(
-                ApiError::bad(format!("top_p must be in (0, 1], got {top_p}")).param("top_p")
+                ApiError::bad(format!("top_p must be in (0, 1], got {top_p}")).param("top_p"),
             );
         }
     }
@@ -571,10 +570,9 @@ fn check_params(
         Some(Stop::Many(v)) => v.clone(),
     };
     if stops.len() > MAX_STOPS || stops.iter().any(String::is_empty) {
-        return Err(ApiError::bad(format!(
-            "stop takes up to {MAX_STOPS} non-empty texts"
-        ))
-        .param("stop"));
+        return Err(
+            ApiError::bad(format!("stop takes up to {MAX_STOPS} non-empty texts")).param("stop"),
+        );
     }
     let seed = match p.seed {
         Some(s) => s as u64,
@@ -605,10 +603,7 @@ fn check_params(
         sampling,
         stops,
         stream: p.stream.unwrap_or(false),
-        include_usage: p
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
+        include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
     })
 }
 
@@ -770,7 +765,11 @@ fn sse(value: &Value) -> Bytes {
 
 /// The answer as server-sent events, ending with `data: [DONE]`. Dropping the body (the client
 /// went away) drops the receiver, which cancels the generation.
-fn stream_response(reply: Reply, events: UnboundedReceiver<Event>, include_usage: bool) -> Response {
+fn stream_response(
+    reply: Reply,
+    events: UnboundedReceiver<Event>,
+    include_usage: bool,
+) -> Response {
     struct St {
         reply: Reply,
         events: UnboundedReceiver<Event>,
@@ -808,12 +807,14 @@ fn stream_response(reply: Reply, events: UnboundedReceiver<Event>, include_usage
                     if st.include_usage {
                         st.pending.push_back(sse(&st.reply.usage_chunk(&finish)));
                     }
-                    st.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                    st.pending
+                        .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     st.ended = true;
                 }
                 Some(Event::Failed(f)) => {
                     st.pending.push_back(sse(&ApiError::failure(f).body()));
-                    st.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                    st.pending
+                        .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     st.ended = true;
                 }
                 None => {
@@ -821,7 +822,8 @@ fn stream_response(reply: Reply, events: UnboundedReceiver<Event>, include_usage
                         "the worker stopped without an answer".into(),
                     ));
                     st.pending.push_back(sse(&e.body()));
-                    st.pending.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                    st.pending
+                        .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                     st.ended = true;
                 }
             }
@@ -953,8 +955,10 @@ async fn completions(State(state): State<Shared>, body: Body) -> Response {
             Prompt::Text(t) => Some(t.as_str()),
             Prompt::Texts(v) if v.len() == 1 => Some(v[0].as_str()),
             Prompt::Texts(_) => {
-                return Err(ApiError::bad("give one prompt (a batch of prompts needs n requests)")
-                    .param("prompt"))
+                return Err(
+                    ApiError::bad("give one prompt (a batch of prompts needs n requests)")
+                        .param("prompt"),
+                )
             }
             Prompt::Ids(_) => None,
         };
@@ -1002,12 +1006,15 @@ struct EmbeddingRequest {
 /// Standard base64 (RFC 4648, with padding) of little-endian f32 values: what OpenAI's
 /// `encoding_format: "base64"` returns and its client decodes.
 fn base64_f32(values: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {

@@ -186,11 +186,9 @@ impl Metrics {
         }
         type Gauge = fn(&ModelGauges) -> usize;
         let gauges: [(&str, &str, Gauge); 3] = [
-            (
-                "zoo_queue_depth",
-                "Requests waiting for a slot.",
-                |g| g.waiting,
-            ),
+            ("zoo_queue_depth", "Requests waiting for a slot.", |g| {
+                g.waiting
+            }),
             ("zoo_active_sequences", "Sequences running.", |g| g.active),
             ("zoo_slots", "Sequences decoded together at most.", |g| {
                 g.slots

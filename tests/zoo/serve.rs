@@ -258,7 +258,11 @@ impl BatchedStep {
             for (i, &id) in ids.iter().enumerate() {
                 let want = tensor_rows(
                     model
-                        .forward_cached(ids_tensor::<B>(&[id], &device), &mut single[i], Logits::Last)
+                        .forward_cached(
+                            ids_tensor::<B>(&[id], &device),
+                            &mut single[i],
+                            Logits::Last,
+                        )
                         .unwrap(),
                 );
                 let diff = max_abs_diff(&[got[i * vocab..(i + 1) * vocab].to_vec()], &want);
@@ -309,7 +313,11 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
         let text = reference["text"].as_str().unwrap();
         let (status, tokens) = server.post("/tokenize", &json!({"content": text}));
         assert_eq!(status, 200);
-        assert_eq!(ids(&tokens["tokens"]), ids(&reference["input_ids"]), "{backend}");
+        assert_eq!(
+            ids(&tokens["tokens"]),
+            ids(&reference["input_ids"]),
+            "{backend}"
+        );
         let all_ids = ids(&reference["input_ids"]);
         let body_ids = &all_ids[1..];
         let (_, detok) = server.post("/detokenize", &json!({"tokens": body_ids}));
@@ -340,15 +348,24 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
             "{backend}"
         );
         let usage = &completion["usage"];
-        assert_eq!(usage["prompt_tokens"], reference["input_ids"].as_array().unwrap().len());
-        assert_eq!(usage["completion_tokens"], generated["ids"].as_array().unwrap().len());
+        assert_eq!(
+            usage["prompt_tokens"],
+            reference["input_ids"].as_array().unwrap().len()
+        );
+        assert_eq!(
+            usage["completion_tokens"],
+            generated["ids"].as_array().unwrap().len()
+        );
 
         // Chat, whole and streamed: the same greedy answer.
         let (status, whole) = server.post("/v1/chat/completions", &chat_body("hi there", 8, false));
         assert_eq!(status, 200, "{whole}");
         assert_eq!(whole["object"], "chat.completion");
         assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
-        let content = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        let content = whole["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let (status, body) = http(
             &server.addr,
             "POST",
@@ -358,7 +375,10 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
         assert_eq!(status, 200);
         let (text, finish) = streamed(&body);
         assert_eq!(whole_chars(text.trim()), whole_chars(&content), "{backend}");
-        assert_eq!(finish, whole["choices"][0]["finish_reason"].as_str().unwrap());
+        assert_eq!(
+            finish,
+            whole["choices"][0]["finish_reason"].as_str().unwrap()
+        );
 
         // 32 streaming clients at once over 4 slots, 4 different questions: each gets the
         // answer its question gets alone.
@@ -367,7 +387,10 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
             .iter()
             .map(|q| {
                 let (_, v) = server.post("/v1/chat/completions", &chat_body(q, 8, false));
-                v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
             .collect();
         let steps_before = server.metric("zoo_decode_steps_total");
@@ -394,14 +417,19 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
         }
         let steps = server.metric("zoo_decode_steps_total") - steps_before;
         let seqs = server.metric("zoo_decode_step_sequences_total") - seqs_before;
-        eprintln!("[{backend}] 32 clients: {steps} steps, mean batch {:.2}", seqs / steps);
-        assert!(seqs / steps > 1.5, "{backend}: sequences were not decoded together");
+        eprintln!(
+            "[{backend}] 32 clients: {steps} steps, mean batch {:.2}",
+            seqs / steps
+        );
+        assert!(
+            seqs / steps > 1.5,
+            "{backend}: sequences were not decoded together"
+        );
         assert_eq!(server.metric("zoo_queue_depth"), 0.0);
         assert_eq!(server.metric("zoo_active_sequences"), 0.0);
         let (_, metrics) = server.get("/metrics");
-        assert!(metrics.contains(
-            "zoo_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}"
-        ));
+        assert!(metrics
+            .contains("zoo_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}"));
         assert!(metrics.contains("zoo_time_to_first_token_seconds_bucket{le=\"+Inf\"}"));
     }
 }
@@ -410,9 +438,17 @@ fn assert_error(server: &Served, path: &str, body: &[u8], status: u16, param: Op
     let (got, text) = http(&server.addr, "POST", path, Some(body));
     let value: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
-    assert_eq!(got, status, "{}: {value}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+    assert_eq!(
+        got,
+        status,
+        "{}: {value}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    );
     let error = &value["error"];
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{value}"
+    );
     assert!(error["type"].as_str().is_some(), "{value}");
     if let Some(p) = param {
         assert_eq!(error["param"], p, "{value}");
@@ -439,19 +475,73 @@ fn bad_requests_get_openai_json_errors() {
         body[key] = value;
         body.to_string().into_bytes()
     };
-    assert_error(&server, chat, b"{\"model\": \"tiny-chat\", \"messages\": [", 400, None);
+    assert_error(
+        &server,
+        chat,
+        b"{\"model\": \"tiny-chat\", \"messages\": [",
+        400,
+        None,
+    );
     assert_error(&server, chat, b"[1, 2]", 400, None);
     assert_error(&server, chat, &with("messages", json!("hi")), 400, None);
-    assert_error(&server, chat, &with("messages", json!([])), 400, Some("messages"));
-    assert_error(&server, chat, &with("model", json!("nope")), 404, Some("model"));
-    assert_error(&server, chat, &with("temperature", json!(2.5)), 400, Some("temperature"));
-    assert_error(&server, chat, &with("temperature", json!(-1)), 400, Some("temperature"));
+    assert_error(
+        &server,
+        chat,
+        &with("messages", json!([])),
+        400,
+        Some("messages"),
+    );
+    assert_error(
+        &server,
+        chat,
+        &with("model", json!("nope")),
+        404,
+        Some("model"),
+    );
+    assert_error(
+        &server,
+        chat,
+        &with("temperature", json!(2.5)),
+        400,
+        Some("temperature"),
+    );
+    assert_error(
+        &server,
+        chat,
+        &with("temperature", json!(-1)),
+        400,
+        Some("temperature"),
+    );
     assert_error(&server, chat, &with("top_p", json!(0)), 400, Some("top_p"));
-    assert_error(&server, chat, &with("top_p", json!(1.5)), 400, Some("top_p"));
+    assert_error(
+        &server,
+        chat,
+        &with("top_p", json!(1.5)),
+        400,
+        Some("top_p"),
+    );
     assert_error(&server, chat, &with("n", json!(2)), 400, Some("n"));
-    assert_error(&server, chat, &with("max_tokens", json!(0)), 400, Some("max_tokens"));
-    assert_error(&server, chat, &with("max_tokens", json!(5000)), 400, Some("max_tokens"));
-    assert_error(&server, chat, &with("stop", json!(["a", "b", "c", "d", "e"])), 400, Some("stop"));
+    assert_error(
+        &server,
+        chat,
+        &with("max_tokens", json!(0)),
+        400,
+        Some("max_tokens"),
+    );
+    assert_error(
+        &server,
+        chat,
+        &with("max_tokens", json!(5000)),
+        400,
+        Some("max_tokens"),
+    );
+    assert_error(
+        &server,
+        chat,
+        &with("stop", json!(["a", "b", "c", "d", "e"])),
+        400,
+        Some("stop"),
+    );
     assert_error(
         &server,
         chat,
@@ -462,16 +552,34 @@ fn bad_requests_get_openai_json_errors() {
     // A prompt longer than the context (4096 positions).
     let long = "a b ".repeat(3000);
     let body = json!({"model": "tiny-chat", "prompt": long, "max_tokens": 1}).to_string();
-    assert_error(&server, "/v1/completions", body.as_bytes(), 400, Some("messages"));
+    assert_error(
+        &server,
+        "/v1/completions",
+        body.as_bytes(),
+        400,
+        Some("messages"),
+    );
     // Token ids outside the vocabulary.
     let body = json!({"model": "tiny-chat", "prompt": [1, 99999], "max_tokens": 1}).to_string();
-    assert_error(&server, "/v1/completions", body.as_bytes(), 400, Some("prompt"));
+    assert_error(
+        &server,
+        "/v1/completions",
+        body.as_bytes(),
+        400,
+        Some("prompt"),
+    );
     // A body over the limit.
     let big = json!({"model": "tiny-chat", "prompt": "x".repeat(100_000)}).to_string();
     assert_error(&server, "/v1/completions", big.as_bytes(), 413, None);
     // Embeddings from a causal LM, an unknown endpoint.
     let body = json!({"model": "tiny-chat", "input": "hi"}).to_string();
-    assert_error(&server, "/v1/embeddings", body.as_bytes(), 400, Some("model"));
+    assert_error(
+        &server,
+        "/v1/embeddings",
+        body.as_bytes(),
+        400,
+        Some("model"),
+    );
     assert_error(&server, "/v1/nothing", b"{}", 404, None);
     let body = json!({"tokens": [1, 99999]}).to_string();
     assert_error(&server, "/detokenize", body.as_bytes(), 400, Some("tokens"));
@@ -484,7 +592,10 @@ fn bad_requests_get_openai_json_errors() {
         body["stop"] = json!(c.to_string());
         let (_, cut) = server.post(chat, &body);
         let cut_text = cut["choices"][0]["message"]["content"].as_str().unwrap();
-        assert!(!cut_text.contains(c), "{cut_text:?} contains the stop text {c:?}");
+        assert!(
+            !cut_text.contains(c),
+            "{cut_text:?} contains the stop text {c:?}"
+        );
         assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     }
     assert_eq!(server.metric("zoo_active_sequences"), 0.0);
@@ -560,7 +671,9 @@ fn a_disconnect_frees_its_slot_a_full_queue_is_429_and_sigterm_exits_cleanly() {
             http(&addr, "POST", "/v1/chat/completions", Some(body.as_bytes()))
         })
     };
-    wait_for(10, "a request to wait", || server.metric("zoo_queue_depth") == 1.0);
+    wait_for(10, "a request to wait", || {
+        server.metric("zoo_queue_depth") == 1.0
+    });
     assert_error(
         &server,
         "/v1/chat/completions",
@@ -589,7 +702,10 @@ fn a_disconnect_frees_its_slot_a_full_queue_is_429_and_sigterm_exits_cleanly() {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "zoo serve did not exit on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "zoo serve did not exit on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
@@ -654,7 +770,11 @@ fn the_openai_client_talks_to_the_tiny_model() {
     assert_eq!(got["chat_stream"]["usage"], got["chat"]["usage"]);
     assert_eq!(got["completion_stream"], got["completion"]["text"]);
     for (i, text) in got["concurrent"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(whole_chars(text.as_str().unwrap().trim()), whole_chars(content), "client {i}");
+        assert_eq!(
+            whole_chars(text.as_str().unwrap().trim()),
+            whole_chars(content),
+            "client {i}"
+        );
     }
     check_client_errors(&got);
 }
@@ -675,7 +795,14 @@ fn smollm2_and_minilm_answer_the_openai_client_as_zoo_chat_and_zoo_embed_do() {
         let lm = models["data"][0]["id"].as_str().unwrap().to_string();
         let encoder = models["data"][1]["id"].as_str().unwrap().to_string();
         let want = stdout_json(&zoo(&[
-            "chat", &gguf, "--message", question, "--max-new-tokens", "20", "--backend", &backend,
+            "chat",
+            &gguf,
+            "--message",
+            question,
+            "--max-new-tokens",
+            "20",
+            "--backend",
+            &backend,
             "--json",
         ]));
         let want_reply = want["reply"].as_str().unwrap();
@@ -692,7 +819,10 @@ fn smollm2_and_minilm_answer_the_openai_client_as_zoo_chat_and_zoo_embed_do() {
                     "max_tokens": 20, "temperature": 0}),
         );
         assert_eq!(status, 200, "{whole}");
-        assert_eq!(whole["choices"][0]["message"]["content"], want_reply, "{backend}");
+        assert_eq!(
+            whole["choices"][0]["message"]["content"], want_reply,
+            "{backend}"
+        );
         let (status, emb) = server.post(
             "/v1/embeddings",
             &json!({"model": encoder, "input": sentences}),
@@ -720,12 +850,21 @@ fn smollm2_and_minilm_answer_the_openai_client_as_zoo_chat_and_zoo_embed_do() {
         );
         eprintln!("[{backend}] {}", got["chat"]["content"]);
         assert_eq!(got["chat"]["content"], want_reply, "{backend}");
-        assert_eq!(got["chat_stream"]["content"].as_str().unwrap().trim(), want_reply);
-        assert_eq!(got["chat_stream"]["finish_reason"], got["chat"]["finish_reason"]);
+        assert_eq!(
+            got["chat_stream"]["content"].as_str().unwrap().trim(),
+            want_reply
+        );
+        assert_eq!(
+            got["chat_stream"]["finish_reason"],
+            got["chat"]["finish_reason"]
+        );
         // base64 (the client's default) and float: the f32 values zoo embed prints.
         let client_vectors = rows(&got["embeddings"]);
         assert_eq!(client_vectors, want_vectors, "{backend}");
-        assert_eq!(rows(&json!([got["embedding_float"]])).remove(0), want_vectors[0]);
+        assert_eq!(
+            rows(&json!([got["embedding_float"]])).remove(0),
+            want_vectors[0]
+        );
         assert!(got["embedding_usage"]["prompt_tokens"].as_u64().unwrap() > 4);
         check_client_errors(&got);
     }
@@ -755,7 +894,10 @@ fn the_chat_page_streams_answers_and_keeps_the_conversation_in_chromium() {
                           "temperature": 0});
         let (status, v) = server.post("/v1/chat/completions", &body);
         assert_eq!(status, 200, "{v}");
-        v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let first = ask(&json!([{"role": "user", "content": questions[0]}]));
     let second = ask(&json!([
@@ -783,8 +925,14 @@ fn the_chat_page_streams_answers_and_keeps_the_conversation_in_chromium() {
     assert_eq!(got["model"], "tiny-chat");
     let answers = got["answers"].as_array().unwrap();
     assert_eq!(answers[0]["cls"], "msg assistant", "{got}");
-    assert_eq!(whole_chars(answers[0]["text"].as_str().unwrap().trim()), whole_chars(&first));
-    assert_eq!(whole_chars(answers[1]["text"].as_str().unwrap().trim()), whole_chars(&second));
+    assert_eq!(
+        whole_chars(answers[0]["text"].as_str().unwrap().trim()),
+        whole_chars(&first)
+    );
+    assert_eq!(
+        whole_chars(answers[1]["text"].as_str().unwrap().trim()),
+        whole_chars(&second)
+    );
     for stats in got["stats"].as_array().unwrap() {
         assert!(stats.as_str().unwrap().contains("tok/s"), "{got}");
     }

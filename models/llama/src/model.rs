@@ -266,7 +266,8 @@ impl<B: Backend> Llama<B> {
             rotations.push(self.rope.cos_sin(past, 1, &device));
         }
         let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(data, [n, 1]), &device);
+        let ids =
+            Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(data, [n, 1]), &device);
         let mut x = self.embed_tokens.forward(ids);
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
@@ -358,7 +359,9 @@ impl<B: Backend> Attention<B> {
             outs.push(attention(qi, ks, vs, None, 1.0 / (hd as f64).sqrt()));
         }
         let out = Tensor::cat(outs, 0);
-        Ok(self.o_proj.forward(out.swap_dims(1, 2).reshape([n, 1, h * hd])))
+        Ok(self
+            .o_proj
+            .forward(out.swap_dims(1, 2).reshape([n, 1, h * hd])))
     }
 }
 

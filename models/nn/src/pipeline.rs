@@ -121,7 +121,6 @@ impl TextEncoding {
         }
         Ok(ids)
     }
-
 }
 
 /// What to generate: how many tokens, how to pick them, where to stop.
