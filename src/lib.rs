@@ -14,6 +14,7 @@
 //! - [`bench`]: speed and memory of any model, as `zoo bench` and `zoo compare --measure`
 //!   report them;
 //! - [`finetune`]: LoRA fine-tuning under Burn's autodiff, PEFT adapters read and written.
+//! - [`serve`]: an OpenAI-compatible HTTP server with batched decoding (`zoo serve`).
 
 pub use zoo_backends as backends;
 pub use zoo_bert as bert;
@@ -40,6 +41,7 @@ pub mod finetune;
 pub mod lm;
 pub mod resolve;
 pub mod seq2seq;
+pub mod serve;
 
 pub use lm::{
     open, open_with, CausalCache, CausalModel, DynLanguageModel, ForwardError, LanguageModel,

@@ -63,6 +63,8 @@ enum Command {
     Measure(commands::compare::MeasureOneArgs),
     /// Fine-tune a causal LM with LoRA adapters (PEFT format), on any backend.
     Finetune(commands::finetune::FinetuneArgs),
+    /// An OpenAI-compatible server: chat, completions, embeddings, a chat page at /.
+    Serve(commands::serve::ServeArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
     TrainWord2vec(commands::word2vec::TrainArgs),
     /// Nearest words by cosine similarity.
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => commands::quantize::quantize(&ctx, args),
         Command::Measure(args) => commands::compare::measure_one(&ctx, args),
         Command::Finetune(args) => commands::finetune::finetune(&ctx, args),
+        Command::Serve(args) => commands::serve::serve(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),
         Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),

@@ -60,6 +60,35 @@ if [ ! -f "$gensim_dir/test_data/questions-words.txt" ]; then
   rm -rf "$gensim_dir.part" "$tmp"
 fi
 export ZOO_GENSIM_TEST_DATA=$gensim_dir/test_data
+# The official OpenAI Python client for the `zoo serve` tests (tests/zoo/serve.rs), in a venv
+# in the cache: installed once (about 15 s and 10 MB), then reused.
+openai_venv=${ZOO_CACHE:-$HOME/.cache/burn-zoo}/openai-venv-3.51.0
+if [ ! -f "$openai_venv/.installed" ]; then
+  step "installing the openai client into $openai_venv"
+  rm -rf "$openai_venv"
+  python3 -m venv "$openai_venv"
+  "$openai_venv/bin/pip" install --quiet openai==3.51.0
+  touch "$openai_venv/.installed"
+fi
+export ZOO_OPENAI_PYTHON=$openai_venv/bin/python
+# Headless Chromium (Debian's package, as root) and playwright-core (npm, in the cache) for the
+# chat page test of `zoo serve`: about 25 s and 300 MB once, then reused.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  step "installing chromium (the chat page test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+playwright_dir=${ZOO_CACHE:-$HOME/.cache/burn-zoo}/playwright-core-1.65.1
+if command -v chromium >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if [ ! -f "$playwright_dir/.installed" ]; then
+    step "installing playwright-core into $playwright_dir"
+    rm -rf "$playwright_dir" && mkdir -p "$playwright_dir"
+    (cd "$playwright_dir" && npm install --silent --no-audit --no-fund playwright-core@1.65.1)
+    touch "$playwright_dir/.installed"
+  fi
+  export ZOO_PLAYWRIGHT_DIR=$playwright_dir ZOO_CHROMIUM=$(command -v chromium)
+fi
 # The ChatGLM golden tensors live beside the repository, never inside it.
 if [ -d ../shared/reference/chatglm ]; then
   export ZOO_CHATGLM_REFERENCE=${ZOO_CHATGLM_REFERENCE:-$(cd ../shared/reference && pwd)}

@@ -10,6 +10,7 @@ pub mod finetune;
 pub mod info;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod word2vec;
 
 use anyhow::{bail, Context as _};

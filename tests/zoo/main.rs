@@ -25,6 +25,7 @@ mod opt;
 mod pipeline;
 mod quant;
 mod real_weights;
+mod serve;
 mod survey;
 mod t5;
 mod tokenizer;

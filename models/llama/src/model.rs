@@ -268,6 +268,52 @@ impl<B: Backend> Llama<B> {
     }
 }
 
+impl<B: Backend> Llama<B> {
+    /// One decoding step for several independent sequences at once: `ids[i]` is the next token
+    /// of sequence `i`, `caches[i]` its own single-sequence cache (lengths may differ). Every
+    /// projection and MLP runs on the stacked `[n, 1, d]` batch, so the weights are read once
+    /// per step for all sequences; rotary positions and attention are per sequence, against its
+    /// own cache. Returns the logits `[n, vocab]`, equal to `n` separate
+    /// [`CausalLm::forward_cached`] calls of one token each.
+    pub fn decode_step(
+        &self,
+        ids: &[u32],
+        caches: &mut [&mut LlamaCache<B>],
+    ) -> Result<Tensor<B, 2>, CacheFull> {
+        let n = ids.len();
+        assert_eq!(n, caches.len(), "one cache per sequence");
+        let device = self.embed_tokens.device();
+        let mut rotations = Vec::with_capacity(n);
+        for cache in caches.iter() {
+            let past = cache.layers.first().map_or(0, KvCache::len);
+            if past + 1 > self.max_positions {
+                return Err(CacheFull {
+                    needed: past + 1,
+                    capacity: self.max_positions,
+                });
+            }
+            rotations.push(self.rope.cos_sin(past, 1, &device));
+        }
+        let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let ids =
+            Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(data, [n, 1]), &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(x.clone());
+            let mut layer_caches: Vec<&mut KvCache<B>> =
+                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            let h = layer
+                .self_attn
+                .forward_each(h, &rotations, &mut layer_caches)?;
+            x = x + h;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let logits = self.lm_logits(self.norm.forward(x));
+        let vocab = logits.dims()[2];
+        Ok(logits.reshape([n, vocab]))
+    }
+}
+
 impl<B: Backend> DecoderLayer<B> {
     /// # Shapes
     /// - `x`: `[batch, t, d]` → `[batch, t, d]`
@@ -315,6 +361,36 @@ impl<B: Backend> Attention<B> {
         Ok(self
             .o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd])))
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// One new position for each of `n` sequences: the projections on the whole `[n, 1, d]`
+    /// batch, the rotation, cache append and attention per sequence.
+    fn forward_each(
+        &self,
+        x: Tensor<B, 3>,
+        rotations: &[(Tensor<B, 2>, Tensor<B, 2>)],
+        caches: &mut [&mut KvCache<B>],
+    ) -> Result<Tensor<B, 3>, CacheFull> {
+        let [n, _, _] = x.dims();
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, m: usize| y.reshape([n, 1, m, hd]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()), h);
+        let k = heads(self.k_proj.forward(x.clone()), kv);
+        let v = heads(self.v_proj.forward(x), kv);
+        let mut outs = Vec::with_capacity(n);
+        for (i, ((cos, sin), cache)) in rotations.iter().zip(caches.iter_mut()).enumerate() {
+            let qi = rope_half(q.clone().slice([i..i + 1]), cos.clone(), sin.clone());
+            let ki = rope_half(k.clone().slice([i..i + 1]), cos.clone(), sin.clone());
+            let vi = v.clone().slice([i..i + 1]);
+            let (ks, vs) = cache.append(ki, vi)?;
+            outs.push(attention(qi, ks, vs, None, 1.0 / (hd as f64).sqrt()));
+        }
+        let out = Tensor::cat(outs, 0);
+        Ok(self
+            .o_proj
+            .forward(out.swap_dims(1, 2).reshape([n, 1, h * hd])))
     }
 }
 

@@ -103,6 +103,26 @@ pub enum TextEncoding {
     },
 }
 
+impl TextEncoding {
+    /// The ids of a text prompt with `tokenizer`, as the checkpoint's reference tokenizer gives
+    /// them (what [`TextGenerator::encode`] does, for code that holds only the tokenizer).
+    pub fn encode(&self, tokenizer: &TextTokenizer, text: &str) -> Result<Vec<u32>, PipelineError> {
+        let ids = match self {
+            TextEncoding::Tokenizer => tokenizer.encode(text, true)?,
+            TextEncoding::Wrap { prefix, suffix } => {
+                let mut ids = prefix.clone();
+                ids.extend(tokenizer.encode(text, false)?);
+                ids.extend_from_slice(suffix);
+                ids
+            }
+        };
+        if ids.is_empty() {
+            return Err(PipelineError::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+}
+
 /// What to generate: how many tokens, how to pick them, where to stop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationConfig {
@@ -280,20 +300,7 @@ impl<B: Backend, M: CausalLm<B>> TextGenerator<B, M> {
 
     /// The ids of a text prompt, as the checkpoint's reference tokenizer gives them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
-        let tokenizer = self.tokenizer()?;
-        let ids = match &self.encoding {
-            TextEncoding::Tokenizer => tokenizer.encode(text, true)?,
-            TextEncoding::Wrap { prefix, suffix } => {
-                let mut ids = prefix.clone();
-                ids.extend(tokenizer.encode(text, false)?);
-                ids.extend_from_slice(suffix);
-                ids
-            }
-        };
-        if ids.is_empty() {
-            return Err(PipelineError::EmptyPrompt);
-        }
-        Ok(ids)
+        self.encoding.encode(self.tokenizer()?, text)
     }
 
     /// The text of `ids` (special tokens kept unless `skip_special`).
