@@ -381,9 +381,9 @@ impl<B: Backend> Attention<B> {
         let v = heads(self.v_proj.forward(x), kv);
         let mut outs = Vec::with_capacity(n);
         for (i, ((cos, sin), cache)) in rotations.iter().zip(caches.iter_mut()).enumerate() {
-            let qi = rope_half(q.clone().slice([i..i + 1]), cos.clone(), sin.clone());
-            let ki = rope_half(k.clone().slice([i..i + 1]), cos.clone(), sin.clone());
-            let vi = v.clone().slice([i..i + 1]);
+            let qi = rope_half(q.clone().narrow(0, i, 1), cos.clone(), sin.clone());
+            let ki = rope_half(k.clone().narrow(0, i, 1), cos.clone(), sin.clone());
+            let vi = v.clone().narrow(0, i, 1);
             let (ks, vs) = cache.append(ki, vi)?;
             outs.push(attention(qi, ks, vs, None, 1.0 / (hd as f64).sqrt()));
         }
