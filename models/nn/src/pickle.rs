@@ -343,12 +343,8 @@ mod tests {
     /// `[[[…]]]` nested `depth` times, as pickle protocol 2 writes it.
     fn nested_lists(depth: usize) -> Vec<u8> {
         let mut p = vec![0x80, 2];
-        for _ in 0..depth {
-            p.push(b']');
-        }
-        for _ in 1..depth {
-            p.push(b'a');
-        }
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
         p.push(b'.');
         p
     }

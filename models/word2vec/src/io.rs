@@ -94,9 +94,9 @@ fn detect(data: &[u8]) -> Detected {
     match std::str::from_utf8(&rest[..line_end]) {
         Ok(line) => {
             let toks: Vec<&str> = line.split_whitespace().collect();
-            if toks.len() == dim + 1 && toks[1..].iter().all(|t| t.parse::<f64>().is_ok()) {
-                Detected::Text
-            } else if is_plain_text(rest) {
+            let row_is_text =
+                toks.len() == dim + 1 && toks[1..].iter().all(|t| t.parse::<f64>().is_ok());
+            if row_is_text || is_plain_text(rest) {
                 Detected::Text
             } else {
                 Detected::Binary
