@@ -392,7 +392,7 @@ impl PreprocessorConfig {
                 self.size.height, self.size.width
             ));
         }
-        if self.do_normalize && self.image_std.iter().any(|&s| s == 0.0) {
+        if self.do_normalize && self.image_std.contains(&0.0) {
             return Err("image_std has a zero".into());
         }
         Ok(())
