@@ -108,10 +108,24 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<Rgb8, ImageError> {
         r.set_format(format);
         r
     };
-    // The header's dimensions first, before anything is allocated for the pixels.
-    let (width, height) = reader()
-        .into_dimensions()
-        .map_err(|e| decode(e.to_string()))?;
+    // A JPEG cut short still decodes (the missing scans come out grey): its end-of-image
+    // marker must be there.
+    if format == ImageFormat::Jpeg && !bytes.ends_with(&[0xFF, 0xD9]) {
+        return Err(decode(
+            "the JPEG data is truncated (no end-of-image marker)".into(),
+        ));
+    }
+    // The header's dimensions first, before anything is allocated for the pixels: a PNG's
+    // IHDR chunk holds them at a fixed place, the decoder reads them for JPEG.
+    let (width, height) = match (format, bytes.get(12..24)) {
+        (ImageFormat::Png, Some(ihdr)) if &ihdr[..4] == b"IHDR" => (
+            u32::from_be_bytes([ihdr[4], ihdr[5], ihdr[6], ihdr[7]]),
+            u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]),
+        ),
+        _ => reader()
+            .into_dimensions()
+            .map_err(|e| decode(e.to_string()))?,
+    };
     let dims = |reason: &str| ImageError::Dimensions {
         path: path.to_path_buf(),
         width,
