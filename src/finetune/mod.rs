@@ -769,13 +769,13 @@ where
             ))
         })?)
     } else {
-        if out.join("adapter_model.safetensors").exists() || latest_checkpoint(out).is_some() {
-            if !options.force {
-                return Err(FinetuneError::Config(format!(
-                    "{} already holds an adapter or checkpoints: give --force to overwrite, or --resume to continue",
-                    out.display()
-                )));
-            }
+        if (out.join("adapter_model.safetensors").exists() || latest_checkpoint(out).is_some())
+            && !options.force
+        {
+            return Err(FinetuneError::Config(format!(
+                "{} already holds an adapter or checkpoints: give --force to overwrite, or --resume to continue",
+                out.display()
+            )));
         }
         None
     };

@@ -425,11 +425,14 @@ pub(crate) fn run_lm<B: Backend>(
 
 /// One embedding request.
 #[derive(Debug)]
+/// The embedding vectors of a job and the number of tokens read, or why not.
+pub(crate) type EmbedReply = Result<(Vec<Vec<f32>>, usize), String>;
+
 pub(crate) struct EmbedJob {
     /// The texts.
     pub texts: Vec<String>,
     /// The vectors and the number of tokens read, or why not.
-    pub reply: oneshot::Sender<Result<(Vec<Vec<f32>>, usize), String>>,
+    pub reply: oneshot::Sender<EmbedReply>,
 }
 
 /// Texts per forward pass of an encoder (what `zoo embed` uses by default, so that the vectors
