@@ -135,7 +135,7 @@ impl<B: Backend> Dense<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = match (&self.host, &self.packed) {
             (Some(h), _) => h.times_transposed(x),
-            (None, Some(p)) => times_transposed(x, p.dequantize()),
+            (None, Some(p)) => p.times_transposed(x),
             _ => times_transposed(x, self.weight.val()),
         };
         match &self.bias {
@@ -238,7 +238,7 @@ impl<B: Backend> Embed<B> {
     pub fn project<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.host, &self.packed) {
             (Some(h), _) => h.times_transposed(hidden),
-            (None, Some(p)) => times_transposed(hidden, p.dequantize()),
+            (None, Some(p)) => p.times_transposed(hidden),
             _ => times_transposed(hidden, self.weight.val()),
         }
     }

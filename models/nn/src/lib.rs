@@ -15,6 +15,8 @@ pub mod chat;
 pub mod dense;
 pub mod generate;
 pub mod norm;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod packed_gpu;
 pub mod pipeline;
 pub mod quant;
 pub mod rope;
