@@ -8,7 +8,7 @@ use super::{print_json, Context};
 /// How a backend keeps weights stored in f16, bf16 or a block format.
 fn stored_formats(kind: BackendKind) -> &'static str {
     if kind.is_gpu() {
-        "q8_0/q4_0/q4_1 packed on the device (unpacked per product); f16, bf16 and K-quants widened to f32 at load (no memory saving)"
+        "q8_0/q4_0/q4_1 packed on the device (a fused cubecl kernel for up to 8 rows, unpacked for one matmul above); f16, bf16 and K-quants widened to f32 at load (no memory saving)"
     } else {
         "all kept as stored in host memory (f16/bf16 halve f32; q4_0 ≈ 1/7), fused SIMD products"
     }

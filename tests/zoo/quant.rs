@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_zoo::backends::{tolerance, BackendKind};
 use burn_zoo::gguf::GgufFile;
-use burn_zoo::nn::quant::{runs_on_host, QMatrix, QType, Storage};
+use burn_zoo::nn::quant::{runs_on_host, PackedMatrix, QMatrix, QType, Storage};
 use burn_zoo::nn::{Dense, Embed, WeightFormat};
 
 use crate::common::*;
@@ -141,6 +141,62 @@ impl StoredProducts {
                 self.kind,
                 m.qtype().name()
             );
+        }
+    }
+}
+
+/// On the GPU backends (cubecl's wgpu and CUDA runtimes) a packed Q8_0 / Q4_0 / Q4_1 product of
+/// up to `FUSED_ROWS` rows runs in the fused kernel — the codes are read as packed, the f32
+/// matrix never exists — and equals `x · dequantize(W)ᵀ` within the f32 bound of the other
+/// products. The tall shape has more rows than one dispatch dimension takes (32768 cubes), so
+/// the rows spread over two.
+#[test]
+fn packed_products_run_in_the_fused_kernel_on_gpu_backends() {
+    on_every_backend!(|kind| FusedPacked { kind });
+}
+
+struct FusedPacked {
+    kind: BackendKind,
+}
+
+impl FusedPacked {
+    fn run<B: Backend>(self, device: B::Device) {
+        if runs_on_host::<B>(&device) {
+            return; // the CPU backends multiply stored matrices on the host
+        }
+        for (rows, cols) in [(40usize, 96usize), (32_773, 64)] {
+            let w = values(rows * cols, 3);
+            for t in [QType::Q8_0, QType::Q4_0, QType::Q4_1] {
+                let m = QMatrix::quantize(t, rows, cols, &w).unwrap();
+                let dense = Dense::<B>::stored(m.clone(), None, &device);
+                let packed = dense.packed.as_ref().expect("packed on the device");
+                let wd = m.dequantize();
+                for n in [1usize, PackedMatrix::<B>::FUSED_ROWS] {
+                    let x = values(n * cols, 5 + n as u64);
+                    let input =
+                        Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [n, cols]), &device);
+                    let got =
+                        flat(packed.fused_product(input).unwrap_or_else(|| {
+                            panic!("{}: the fused kernel did not run", self.kind)
+                        }));
+                    let limit = bound(&m, &x, n, false);
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let want: f64 = (0..cols)
+                                .map(|c| f64::from(x[i * cols + c]) * f64::from(wd[r * cols + c]))
+                                .sum();
+                            let g = got[i * rows + r];
+                            let l = limit[i * rows + r] + tolerance(self.kind);
+                            assert!(
+                                (f64::from(g) - want).abs() <= f64::from(l),
+                                "{} {} [{rows}x{cols}] n={n} [{i}, {r}]: {g} vs {want}",
+                                self.kind,
+                                t.name()
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }

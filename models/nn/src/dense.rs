@@ -141,7 +141,7 @@ impl<B: Backend> Dense<B> {
         let low_rank = self.lora.as_ref().map(|lora| lora.forward(x.clone()));
         let y = match (&self.host, &self.packed) {
             (Some(h), _) => h.times_transposed(x),
-            (None, Some(p)) => times_transposed(x, p.dequantize()),
+            (None, Some(p)) => p.times_transposed(x),
             _ => times_transposed(x, self.weight.val()),
         };
         let y = match &self.bias {
@@ -248,7 +248,7 @@ impl<B: Backend> Embed<B> {
     pub fn project<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.host, &self.packed) {
             (Some(h), _) => h.times_transposed(hidden),
-            (None, Some(p)) => times_transposed(hidden, p.dequantize()),
+            (None, Some(p)) => p.times_transposed(hidden),
             _ => times_transposed(hidden, self.weight.val()),
         }
     }

@@ -17,6 +17,8 @@ pub mod generate;
 pub mod limits;
 pub mod lora;
 pub mod norm;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod packed_gpu;
 pub mod pickle;
 pub mod pipeline;
 pub mod quant;

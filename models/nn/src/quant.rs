@@ -10,9 +10,11 @@
 //!   rayon's pool. The activations are the only data that cross between Burn and the kernel.
 //! - **GPU backends** (wgpu, CUDA) and autodiff: Q4_0, Q4_1 and Q8_0 matrices live on the
 //!   device as a [`PackedMatrix`] (4- or 8-bit codes packed in `i32` words, plus an f32 scale
-//!   and offset per block of 32); each product unpacks one matrix with Burn's integer ops just
-//!   before the matmul, so only one layer's f32 weights exist at a time. Other stored formats
-//!   are widened to f32 at load on these backends.
+//!   and offset per block of 32). A product of up to [`PackedMatrix::FUSED_ROWS`] rows (decoding)
+//!   runs in one fused cubecl kernel that reads the codes as packed ([`crate::packed_gpu`]);
+//!   a longer one (prefill) unpacks the matrix with Burn's integer ops for one matmul, so only
+//!   one layer's f32 weights exist at a time. Under fusion or autodiff the unpacking path is
+//!   used throughout. Other stored formats are widened to f32 at load on these backends.
 //!
 //! Which formats to keep is the user's choice ([`WeightFormat`]): as stored (a GGUF file's own
 //! types; f32 for Hugging Face checkpoints), an element type for everything (`--dtype`), or
@@ -287,6 +289,53 @@ impl<B: Backend> PackedMatrix<B> {
             .float();
         (q * scales.unsqueeze_dim(2) + offsets.unsqueeze_dim(2)).reshape([rows, self.cols])
     }
+
+    /// `x · Wᵀ` over the last axis. With at most [`PackedMatrix::FUSED_ROWS`] rows of `x` on a
+    /// cubecl backend (wgpu, CUDA) one fused kernel reads the packed codes directly
+    /// ([`PackedMatrix::fused_product`]); otherwise the matrix is unpacked for one matmul.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., cols]` → `[..., rows]`
+    pub fn times_transposed<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let n: usize = dims[..D - 1].iter().product();
+        if n <= Self::FUSED_ROWS {
+            if let Some(y) = self.fused_product(x.clone().reshape([n, self.cols])) {
+                let mut out = dims;
+                out[D - 1] = self.rows();
+                return y.reshape(out);
+            }
+        }
+        crate::dense::times_transposed(x, self.dequantize())
+    }
+
+    /// `x · Wᵀ` by the fused kernel of [`crate::packed_gpu`], without unpacking the matrix;
+    /// `None` where it does not run (a backend that is not cubecl's wgpu or CUDA runtime, or
+    /// one wrapped by fusion or autodiff; builds without the `wgpu` / `cuda` features).
+    ///
+    /// # Shapes
+    /// - `x`: `[n, cols]` → `[n, rows]`
+    pub fn fused_product(&self, x: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        {
+            crate::packed_gpu::packed_product(
+                &x,
+                &self.codes,
+                &self.scales,
+                &self.offsets,
+                self.bits as u32,
+            )
+        }
+        #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+        {
+            let _ = x;
+            None
+        }
+    }
+
+    /// Up to this many rows a product runs in the fused kernel (decoding); above, unpacking
+    /// once and the backend's matmul is faster.
+    pub const FUSED_ROWS: usize = 8;
 
     /// The whole matrix in f32 on the device (transient: one product's worth).
     pub fn dequantize(&self) -> Tensor<B, 2> {
