@@ -424,10 +424,10 @@ pub(crate) fn run_lm<B: Backend>(
 }
 
 /// One embedding request.
-#[derive(Debug)]
 /// The embedding vectors of a job and the number of tokens read, or why not.
 pub(crate) type EmbedReply = Result<(Vec<Vec<f32>>, usize), String>;
 
+#[derive(Debug)]
 pub(crate) struct EmbedJob {
     /// The texts.
     pub texts: Vec<String>,
