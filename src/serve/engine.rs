@@ -423,10 +423,10 @@ pub(crate) fn run_lm<B: Backend>(
     }
 }
 
-/// One embedding request.
 /// The embedding vectors of a job and the number of tokens read, or why not.
 pub(crate) type EmbedReply = Result<(Vec<Vec<f32>>, usize), String>;
 
+/// One embedding request.
 #[derive(Debug)]
 pub(crate) struct EmbedJob {
     /// The texts.
