@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::bail;
 use burn_zoo::nn::{Conversation, GenerationConfig, Template, TemplateFormat};
 use burn_zoo::resolve::Family;
-use burn_zoo::DynLanguageModel;
 use serde_json::json;
 
 use super::{

@@ -28,6 +28,9 @@ struct Served {
 }
 
 impl Served {
+    // The child is waited for on every path: moved into `Served`, whose `Drop` kills and waits
+    // for it, or killed and waited for before the panic (clippy cannot follow the move).
+    #[allow(clippy::zombie_processes)]
     fn start(args: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zoo"))
             .arg("serve")
@@ -68,6 +71,7 @@ impl Served {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("zoo serve did not start: {}", seen.join("\n"));
                 }
             }
