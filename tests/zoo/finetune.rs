@@ -152,7 +152,15 @@ where
     // Written in PEFT's format and read back: the same tensors and settings.
     let tmp = tempfile::tempdir().unwrap();
     peft::write_adapter(tmp.path(), &tensors, &config, "base", false).unwrap();
-    assert_eq!(peft::read_config(tmp.path()).unwrap(), config);
+    // The targets are a set (PEFT writes `target_modules` as one): compare them sorted.
+    let sorted = |mut c: peft::LoraConfig| {
+        c.targets.sort();
+        c
+    };
+    assert_eq!(
+        sorted(peft::read_config(tmp.path()).unwrap()),
+        sorted(config.clone())
+    );
     let mut fresh = inner.clone();
     for (_, dense) in fresh.dense_layers_mut() {
         dense.lora = None;
