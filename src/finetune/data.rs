@@ -308,7 +308,7 @@ mod tests {
     fn bad_records_name_their_line() {
         for (text, want) in [
             (
-                "{\"input_ids\": [1]}\n{\"input_ids\": [1, 99]}\n",
+                "{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 99]}\n",
                 "line 2: token id 99",
             ),
             (
