@@ -21,6 +21,32 @@ fn activation(name: &str) -> Option<Activation> {
     }
 }
 
+/// The architecture facts of a LLaMA config (a LLaMA folder or GGUF, BLIP-2's language model).
+fn llama_arch(c: &llama::LlamaConfig) -> ArchConfig {
+    let u = |n: usize| Some(n as u64);
+    ArchConfig {
+        layers: u(c.num_hidden_layers),
+        hidden_size: u(c.hidden_size),
+        heads: u(c.num_attention_heads),
+        kv_heads: u(c.kv_heads()),
+        head_dim: u(c.head_dim()),
+        intermediate_size: u(c.intermediate_size),
+        vocab_size: u(c.vocab_size),
+        max_positions: u(c.context_length()),
+        positional: Some(Positional::RopeHalf),
+        rope_theta: Some(c.rope_theta()),
+        norm: Some(NormKind::Rmsnorm),
+        norm_eps: Some(c.rms_norm_eps),
+        norm_position: Some(NormPosition::Pre),
+        activation: activation(&c.hidden_act),
+        gated_mlp: Some(true),
+        qkv_bias: Some(c.attention_bias),
+        linear_bias: Some(c.mlp_bias),
+        tied_embeddings: Some(c.tie_word_embeddings),
+        ..ArchConfig::default()
+    }
+}
+
 fn entry(id: &str, architecture: Architecture, variant: String, c: ArchConfig) -> ModelEntry {
     ModelEntry {
         id: id.to_string(),
@@ -129,26 +155,8 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
                 Architecture::Llama,
                 format!("LLaMA ({what}) at {path}"),
                 ArchConfig {
-                    layers: u(c.num_hidden_layers),
-                    hidden_size: u(c.hidden_size),
-                    heads: u(c.num_attention_heads),
-                    kv_heads: u(c.kv_heads()),
-                    head_dim: u(c.head_dim()),
-                    intermediate_size: u(c.intermediate_size),
-                    vocab_size: u(c.vocab_size),
-                    max_positions: u(c.context_length()),
-                    positional: Some(Positional::RopeHalf),
-                    rope_theta: Some(c.rope_theta()),
-                    norm: Some(NormKind::Rmsnorm),
-                    norm_eps: Some(c.rms_norm_eps),
-                    norm_position: Some(NormPosition::Pre),
-                    activation: activation(&c.hidden_act),
-                    gated_mlp: Some(true),
-                    qkv_bias: Some(c.attention_bias),
-                    linear_bias: Some(c.mlp_bias),
-                    tied_embeddings: Some(c.tie_word_embeddings),
                     dtype,
-                    ..ArchConfig::default()
+                    ..llama_arch(&c)
                 },
             )
         }
@@ -380,27 +388,7 @@ pub fn catalog_entry(model: &ModelRef, id: &str) -> Result<ModelEntry, Error> {
                 id,
                 Architecture::Llama,
                 format!("BLIP-2 with a LLaMA language model at {path}"),
-                ArchConfig {
-                    layers: u(c.num_hidden_layers),
-                    hidden_size: u(c.hidden_size),
-                    heads: u(c.num_attention_heads),
-                    kv_heads: u(c.kv_heads()),
-                    head_dim: u(c.head_dim()),
-                    intermediate_size: u(c.intermediate_size),
-                    vocab_size: u(c.vocab_size),
-                    max_positions: u(c.context_length()),
-                    positional: Some(Positional::RopeHalf),
-                    rope_theta: Some(c.rope_theta()),
-                    norm: Some(NormKind::Rmsnorm),
-                    norm_eps: Some(c.rms_norm_eps),
-                    norm_position: Some(NormPosition::Pre),
-                    activation: activation(&c.hidden_act),
-                    gated_mlp: Some(true),
-                    qkv_bias: Some(c.attention_bias),
-                    linear_bias: Some(c.mlp_bias),
-                    tied_embeddings: Some(c.tie_word_embeddings),
-                    ..ArchConfig::default()
-                },
+                llama_arch(c),
             );
             e.notes = Some(blip2_note(&b));
             e
