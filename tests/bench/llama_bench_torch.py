@@ -42,12 +42,13 @@ def main():
     def run():
         with torch.no_grad():
             t0 = time.perf_counter()
-            out = model(ids, use_cache=True)
+            # Logits of the last position only, as transformers' generate() and the zoo do.
+            out = model(ids, use_cache=True, logits_to_keep=1)
             past = out.past_key_values
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             t1 = time.perf_counter()
             for _ in range(a.gen_len - 1):
-                out = model(nxt, past_key_values=past, use_cache=True)
+                out = model(nxt, past_key_values=past, use_cache=True, logits_to_keep=1)
                 past = out.past_key_values
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             t2 = time.perf_counter()

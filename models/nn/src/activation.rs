@@ -33,6 +33,7 @@ impl Activation {
     /// Applies the activation element-wise.
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
+            Activation::Gelu if crate::quant::runs_on_host::<B>(&x.device()) => gelu_host(x),
             Activation::Gelu => activation::gelu(x),
             Activation::GeluTanh => gelu_tanh(x),
             Activation::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
@@ -40,6 +41,19 @@ impl Activation {
             Activation::Silu => activation::silu(x),
         }
     }
+}
+
+/// GELU (erf) on the CPU backends: in place on the host with a vectorized erf
+/// (`zoo_quant::elementwise`); Burn's takes libm's scalar `erff` per element.
+fn gelu_host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let (dims, device) = (x.shape(), x.device());
+    let mut values = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 after convert");
+    zoo_quant::elementwise::gelu_erf(&mut values);
+    Tensor::from_data(burn::tensor::TensorData::new(values, dims), &device)
 }
 
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, written as `x σ(2√(2/π) (x + 0.044715 x³))`

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod chat;
 pub mod dense;
 pub mod generate;
+mod host;
 pub mod limits;
 pub mod lora;
 pub mod norm;

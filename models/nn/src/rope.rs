@@ -191,6 +191,9 @@ pub fn rope_half<B: Backend>(
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
 ) -> Tensor<B, 4> {
+    if crate::quant::runs_on_host::<B>(&x.device()) {
+        return rope_host(x, cos, sin, false);
+    }
     let [b, h, t, d] = x.dims();
     let half = cos.dims()[1];
     let r = 2 * half;
@@ -217,6 +220,9 @@ pub fn rope_interleaved<B: Backend>(
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
 ) -> Tensor<B, 4> {
+    if crate::quant::runs_on_host::<B>(&x.device()) {
+        return rope_host(x, cos, sin, true);
+    }
     let [b, h, t, d] = x.dims();
     let half = cos.dims()[1];
     let r = 2 * half;
@@ -237,6 +243,54 @@ pub fn rope_interleaved<B: Backend>(
         let pass = x.slice([0..b, 0..h, 0..t, r..d]);
         Tensor::cat(vec![rotated, pass], 3)
     }
+}
+
+/// [`rope_half`] / [`rope_interleaved`] on the CPU backends: one pass over the (possibly
+/// transposed) input, written contiguous, with the same arithmetic as the op-by-op form.
+fn rope_host<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    interleaved: bool,
+) -> Tensor<B, 4> {
+    let [b, h, t, d] = x.dims();
+    let half = cos.dims()[1];
+    let device = x.device();
+    let table = |c: Tensor<B, 2>| {
+        c.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default()
+    };
+    let (cos, sin) = (table(cos), table(sin));
+    let x = crate::host::Host::new(x);
+    let v = x.view();
+    let mut out = vec![0f32; b * h * t * d];
+    let mut rows = out.chunks_exact_mut(d.max(1));
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..t {
+                let base = v.offset + bi * v.strides[0] + hi * v.strides[1] + i * v.strides[2];
+                let at = |c: usize| v.data[base + c * v.strides[3]];
+                let row = rows.next().expect("one row per position");
+                let (cr, sr) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+                for c in 0..half {
+                    let (p, q) = if interleaved {
+                        (2 * c, 2 * c + 1)
+                    } else {
+                        (c, c + half)
+                    };
+                    let (x1, x2) = (at(p), at(q));
+                    row[p] = x1 * cr[c] - x2 * sr[c];
+                    row[q] = x2 * cr[c] + x1 * sr[c];
+                }
+                for c in 2 * half..d {
+                    row[c] = at(c);
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [b, h, t, d]), &device)
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@
 //! Other architectures (aarch64 included) run the portable kernels: correct, but scalar.
 
 mod act;
+pub mod attention;
+pub mod elementwise;
 mod formats;
 mod kernels;
 mod parallel;

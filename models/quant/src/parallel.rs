@@ -257,7 +257,7 @@ impl Shared {
 /// Runs `f(0..tasks)` on the caller and up to `threads − 1` helpers on rayon's pool. Tasks are
 /// claimed through an atomic counter; the caller spins (rather than sleeping on a condition
 /// variable, which costs a wake-up of several µs) until the last one finishes.
-fn run_tasks(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+pub(crate) fn run_tasks(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
     if tasks == 1 || threads == 1 {
         (0..tasks).for_each(f);
         return;
