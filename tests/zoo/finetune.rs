@@ -580,11 +580,20 @@ impl FullCase {
             tensors.keys().cloned().collect::<Vec<_>>(),
             "the checkpoint's tensor names"
         );
+        // The key part of c_attn's bias ([q | k | v], the middle n_embd entries) has a zero
+        // gradient in exact arithmetic (it adds q·b_k to every score of a row, which softmax
+        // ignores): its f32 gradients are rounding noise on both sides, which AdamW scales up
+        // to steps of size lr. It cannot change any output, so it is left out of the
+        // comparison (the probe logits below check it changes nothing).
+        let d = 32;
         let mut worst = (0.0f32, String::new());
         for n in &names {
             let (shape, values) = &tensors[n];
             let want = reference_w.take_f32(n, shape).unwrap();
-            for (a, b) in values.iter().zip(&want) {
+            for (i, (a, b)) in values.iter().zip(&want).enumerate() {
+                if n.ends_with("attn.c_attn.bias") && (d..2 * d).contains(&i) {
+                    continue;
+                }
                 if (a - b).abs() > worst.0 {
                     worst = ((a - b).abs(), n.clone());
                 }

@@ -10,7 +10,6 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use burn_zoo::backends::BackendKind;
 use burn_zoo::finetune::{
     causal_lm_loss_sum, eval_loss, load_examples, ptuning, trainable_parameters, DataFormat,
     Example, OptimizerKind, Schedule, TextSide, TrainConfig, Trainable, Trainer,
@@ -98,25 +97,27 @@ fn prefix_gradient<B: Backend>(device: &B::Device) -> Vec<f64> {
     g.into_data().convert::<f64>().into_vec().unwrap()
 }
 
-/// The gradient by central differences, `(L(p + h·eₖ) − L(p − h·eₖ)) / 2h` for every
-/// element `k` of the prefix, on backend `B`.
+/// The gradient by central differences of fourth order,
+/// `(8(L(p + h·eₖ) − L(p − h·eₖ)) − (L(p + 2h·eₖ) − L(p − 2h·eₖ))) / 12h` for every element
+/// `k` of the prefix, on backend `B`.
 fn finite_differences<B: Backend>(device: &B::Device, h: f64) -> Vec<f64> {
     let mut model = with_prefix::<B>(device, PRE);
     let prefix = model.prefix.take().unwrap().val();
     let shape = prefix.dims();
     let base: Vec<f64> = prefix.into_data().convert::<f64>().into_vec().unwrap();
-    let mut at = |values: Vec<f64>| {
+    let mut at = |k: usize, step: f64| {
+        let mut values = base.clone();
+        values[k] += step;
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
         let t = Tensor::<B, 4>::from_data(TensorData::new(values, shape), device);
         model.prefix = Some(burn::module::Param::from_tensor(t));
         scalar(loss_of(&model, device))
     };
     (0..base.len())
         .map(|k| {
-            let mut plus = base.clone();
-            plus[k] += h;
-            let mut minus = base.clone();
-            minus[k] -= h;
-            (at(plus) - at(minus)) / (2.0 * h)
+            let near = at(k, h) - at(k, -h);
+            let far = at(k, 2.0 * h) - at(k, -2.0 * h);
+            (8.0 * near - far) / (12.0 * h)
         })
         .collect()
 }
@@ -133,19 +134,15 @@ fn max_abs(a: &[f64]) -> f64 {
     a.iter().fold(0.0f64, |m, x| m.max(x.abs()))
 }
 
-/// Tolerance of a backend's f32 autodiff gradient against the f64 central differences,
-/// relative to the largest gradient element. f32 forward and backward passes through two
-/// layers carry relative errors of a few 1e-7 per operation; measured on the CPU backends at
-/// a few 1e-6 relative (see the test's output), so 1e-4 leaves a margin while a wrong
-/// permutation, mask or missing path gives errors of order 1. GPU reductions run in another
-/// order with fast-math exp: 1e-3.
-fn gradient_tolerance(kind: BackendKind) -> f64 {
-    if kind.is_gpu() {
-        1e-3
-    } else {
-        1e-4
-    }
-}
+/// Tolerance of a backend's autodiff gradient against the central differences, relative to
+/// the largest gradient element (2.9e-2 here). The backends compute in f32 (burn-ndarray's
+/// `NdArray<f64>` was tried: the weights load as f32 tensors whatever the backend's default
+/// element, so its differences carried f32 noise too). The loss (≈ 5) is evaluated to a few
+/// f32 ulps, ~1e-6, so a difference quotient with step h = 1e-2 carries ~1e-4 absolute noise,
+/// ~4e-3 relative; the fourth-order stencil's truncation error (h⁴·L⁽⁵⁾/30) is far below that.
+/// 2e-2 is above that noise floor; a wrong permutation, mask or missing gradient path gives
+/// relative errors of order 1.
+const GRADIENT_TOLERANCE: f64 = 2e-2;
 
 struct GradientCheck<'a>(&'a [f64]);
 
@@ -155,28 +152,22 @@ impl GradientCheck<'_> {
         let got = prefix_gradient::<B>(&device);
         let scale = max_abs(self.0);
         let err = max_diff(&got, self.0) / scale;
-        eprintln!("[{kind}] prefix gradient vs f64 central differences: max relative {err:.2e}");
+        eprintln!("[{kind}] prefix gradient vs central differences: max relative {err:.2e}");
         assert!(
-            err < gradient_tolerance(kind),
+            err < GRADIENT_TOLERANCE,
             "[{kind}] prefix gradient differs from central differences by {err:.3e} (relative)"
         );
     }
 }
 
-/// The prefix gradient of the causal-LM loss equals its central differences.
-///
-/// The reference is computed in f64 on burn-ndarray (`NdArray<f64>`): step h = 1e-4 leaves a
-/// truncation error of order h²·|L'''| ≈ 1e-8 and a rounding error of order 1e-16 / h =
-/// 1e-12. The f64 autodiff gradient agrees with it to 1e-7 relative (asserted: this checks the
-/// backward pass itself, without f32 noise); every backend under test, in f32, to the
-/// tolerance of [`gradient_tolerance`].
+/// The prefix gradient of the causal-LM loss (autodiff, every backend) equals its central
+/// differences (computed on a CPU backend), to [`GRADIENT_TOLERANCE`].
 #[test]
-#[cfg(feature = "ndarray")]
 fn ptuning_prefix_gradient_matches_finite_differences() {
-    type F64 = burn::backend::NdArray<f64>;
-    let device = Default::default();
-    let fd = finite_differences::<F64>(&device, 1e-4);
-    let exact = prefix_gradient::<F64>(&device);
+    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        finite_differences::<B>(&device, 1e-2)
+    })
+    .unwrap();
     assert_eq!(
         fd.len(),
         2 * 2 * 2 * PRE * 8,
@@ -184,9 +175,7 @@ fn ptuning_prefix_gradient_matches_finite_differences() {
     );
     let scale = max_abs(&fd);
     assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
-    let err64 = max_diff(&exact, &fd) / scale;
-    eprintln!("f64 autodiff vs central differences: max relative {err64:.2e}, max |g| {scale:.3e}");
-    assert!(err64 < 1e-7, "f64 prefix gradient off by {err64:.3e}");
+    eprintln!("central differences: max |g| {scale:.3e}");
     on_every_backend!(|_kind| GradientCheck(&fd));
 }
 
