@@ -61,8 +61,10 @@ enum Command {
     /// Internal: measure one model on one backend as JSON (the child of `compare --measure`).
     #[command(name = "__measure", hide = true)]
     Measure(commands::compare::MeasureOneArgs),
-    /// Fine-tune a causal LM with LoRA adapters (PEFT format), on any backend.
+    /// Fine-tune a causal LM: LoRA adapters (PEFT format) or P-Tuning v2 (ChatGLM-6B).
     Finetune(commands::finetune::FinetuneArgs),
+    /// Fold a LoRA adapter into its base model: a Hugging Face folder.
+    MergeAdapter(commands::finetune::MergeAdapterArgs),
     /// An OpenAI-compatible server: chat, completions, embeddings, a chat page at /.
     Serve(commands::serve::ServeArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => commands::quantize::quantize(&ctx, args),
         Command::Measure(args) => commands::compare::measure_one(&ctx, args),
         Command::Finetune(args) => commands::finetune::finetune(&ctx, args),
+        Command::MergeAdapter(args) => commands::finetune::merge_adapter(&ctx, args),
         Command::Serve(args) => commands::serve::serve(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),

@@ -1,10 +1,11 @@
-//! `zoo finetune`: LoRA fine-tuning with a progress bar, checkpoints and `--resume`.
+//! `zoo finetune`: LoRA and P-Tuning v2 fine-tuning with a progress bar, checkpoints and `--resume`.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use burn_zoo::finetune::{
-    self, DataFormat, Event, FinetuneOptions, LoraConfig, OptimizerKind, Schedule, TrainConfig,
+    self, DataFormat, Event, FinetuneOptions, LoraConfig, Method, OptimizerKind, Schedule,
+    TrainConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -14,21 +15,29 @@ use super::{print_json, resolve_model, Context};
 /// Arguments of `zoo finetune`.
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
-    /// A catalog id, a model folder or a .gguf file (GPT-2 and LLaMA families).
+    /// A catalog id, a model folder or a .gguf file (GPT-2 and LLaMA; ChatGLM-6B with
+    /// ptuning-v2).
     pub model: String,
-    /// Training records: Alpaca JSON/JSONL, `{"prompt","response"}` JSONL, or pre-tokenized
+    /// Training records: Alpaca JSON/JSONL, `{"prompt","response"}` JSONL, ShareGPT / Vicuna
+    /// conversations (`conversations` or `messages`), or pre-tokenized
     /// `{"input_ids","labels"}` JSONL.
     #[arg(long)]
     pub data: PathBuf,
     /// Records for the evaluation loss (same format).
     #[arg(long)]
     pub eval_data: Option<PathBuf>,
-    /// The records' format: auto, alpaca, chatglm (prompt/response) or tokens.
+    /// The records' format: auto, alpaca, chatglm (prompt/response), sharegpt or tokens.
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// What trains: lora (adapters on a frozen base).
+    /// What trains: lora (adapters on a frozen base; GPT-2, LLaMA), ptuning-v2 (the P-Tuning
+    /// v2 prefix encoder; ChatGLM-6B) or full (every parameter; GPT-2, written as an HF
+    /// folder).
     #[arg(long, default_value = "lora")]
     pub method: String,
+    /// ptuning-v2: prefix positions of a new prefix (omit to continue the model's or
+    /// --adapter's prefix).
+    #[arg(long)]
+    pub pre_seq_len: Option<usize>,
     /// The output folder (PEFT adapter, checkpoints, loss curve).
     #[arg(long)]
     pub out: PathBuf,
@@ -38,7 +47,8 @@ pub struct FinetuneArgs {
     /// Continue from the latest checkpoint in --out.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
-    /// Start from this PEFT adapter folder (its config sets rank, alpha and targets).
+    /// Start from this PEFT adapter folder (its config sets rank, alpha and targets), or with
+    /// ptuning-v2 from this P-Tuning checkpoint folder.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// LoRA rank.
@@ -102,11 +112,21 @@ pub struct FinetuneArgs {
 
 /// `zoo finetune`.
 pub fn finetune(ctx: &Context, args: FinetuneArgs) -> anyhow::Result<()> {
-    if args.method != "lora" {
-        bail!(
-            "--method {}: only lora is implemented (ptuning-v2 and full are not yet)",
-            args.method
-        );
+    let method = match args.method.as_str() {
+        "lora" => Method::Lora,
+        "ptuning-v2" | "p-tuning-v2" => {
+            if args.pre_seq_len == Some(0) {
+                bail!("--pre-seq-len must be at least 1");
+            }
+            Method::PtuningV2 {
+                pre_seq_len: args.pre_seq_len,
+            }
+        }
+        "full" => Method::Full,
+        m => bail!("--method {m}: expected lora, ptuning-v2 or full"),
+    };
+    if args.pre_seq_len.is_some() && !matches!(method, Method::PtuningV2 { .. }) {
+        bail!("--pre-seq-len goes with --method ptuning-v2");
     }
     let optimizer = match args.optimizer.as_str() {
         "adamw" => OptimizerKind::AdamW,
@@ -165,6 +185,7 @@ pub fn finetune(ctx: &Context, args: FinetuneArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         force: args.force,
         resume: args.resume,
+        method,
     };
     let kind = ctx.backend()?;
     let bar = ProgressBar::new(0);
@@ -208,7 +229,7 @@ pub fn finetune(ctx: &Context, args: FinetuneArgs) -> anyhow::Result<()> {
     })?;
     bar.finish();
     eprintln!(
-        "adapter written to {} ({:.0} training tokens/s)",
+        "result written to {} ({:.0} training tokens/s)",
         report.out.display(),
         report.tokens_per_s
     );
@@ -219,6 +240,42 @@ pub fn finetune(ctx: &Context, args: FinetuneArgs) -> anyhow::Result<()> {
             "eval_steps": report.eval_losses.iter().map(|e| e.0).collect::<Vec<_>>(),
             "out": report.out,
             "tokens_per_s": report.tokens_per_s,
+        }))?;
+    }
+    Ok(())
+}
+
+/// Arguments of `zoo merge-adapter`.
+#[derive(Debug, clap::Args)]
+pub struct MergeAdapterArgs {
+    /// A catalog id or a Hugging Face model folder (the adapter's base).
+    pub model: String,
+    /// The PEFT LoRA adapter folder.
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// The merged Hugging Face folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `zoo merge-adapter`.
+pub fn merge_adapter(ctx: &Context, args: MergeAdapterArgs) -> anyhow::Result<()> {
+    let model = resolve_model(&args.model)?;
+    let report = finetune::merge::merge_adapter(&model.path, &args.adapter, &args.out, args.force)?;
+    eprintln!(
+        "{} weights merged, {} tensors written to {}",
+        report.merged.len(),
+        report.tensors,
+        report.out.display()
+    );
+    if ctx.json {
+        print_json(&json!({
+            "merged": report.merged,
+            "tensors": report.tensors,
+            "out": report.out,
         }))?;
     }
     Ok(())

@@ -1,12 +1,13 @@
-//! Training records: Alpaca instructions, ChatGLM prompt/response pairs and pre-tokenized
-//! sequences, turned into token ids with labels (`-100` = not scored).
+//! Training records: Alpaca instructions, ChatGLM prompt/response pairs, ShareGPT / Vicuna
+//! conversations and pre-tokenized sequences, turned into token ids with labels (`-100` = not
+//! scored).
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::FinetuneError;
-use crate::nn::{PipelineError, TextTokenizer};
+use crate::nn::{ChatFormat, Message, PipelineError, TextTokenizer};
 
 /// The label of a position the loss does not score (transformers' `ignore_index`).
 pub const IGNORE: i64 = -100;
@@ -38,6 +39,11 @@ pub enum DataFormat {
     PromptResponse,
     /// `{"input_ids": [...], "labels": [...]}` (labels optional: every id scored).
     Tokens,
+    /// ShareGPT / Vicuna conversations, `{"conversations": [{"from": "human"|"gpt"|"system",
+    /// "value"}]}`, or the same as `{"messages": [{"role", "content"}]}`: the model's chat
+    /// template, the loss on the assistant turns only (each answer and the id that ends it),
+    /// as FastChat's `preprocess` masks them.
+    Conversations,
 }
 
 impl std::str::FromStr for DataFormat {
@@ -49,9 +55,10 @@ impl std::str::FromStr for DataFormat {
             "alpaca" => DataFormat::Alpaca,
             "chatglm" | "prompt-response" => DataFormat::PromptResponse,
             "tokens" | "tokenized" => DataFormat::Tokens,
+            "sharegpt" | "conversations" | "messages" => DataFormat::Conversations,
             _ => {
                 return Err(FinetuneError::Config(format!(
-                    "unknown data format `{s}`: expected auto, alpaca, chatglm or tokens"
+                    "unknown data format `{s}`: expected auto, alpaca, chatglm, sharegpt or tokens"
                 )))
             }
         })
@@ -68,6 +75,8 @@ pub struct TextSide<'a> {
     pub eos: Option<u32>,
     /// Tokens in the vocabulary (ids must be below it).
     pub vocab: usize,
+    /// The model's chat format (conversations need it).
+    pub chat: Option<&'a dyn ChatFormat>,
 }
 
 /// Alpaca's prompt for a record with an input.
@@ -132,7 +141,7 @@ pub fn load_examples(
     let format = match format {
         DataFormat::Auto => detect(&records[0].1).ok_or_else(|| {
             FinetuneError::Data(format!(
-                "{}: cannot tell the format from the first record's keys (expected `instruction`/`output`, `prompt`/`response` or `input_ids`); give --format",
+                "{}: cannot tell the format from the first record's keys (expected `instruction`/`output`, `prompt`/`response`, `conversations`, `messages` or `input_ids`); give --format",
                 path.display()
             ))
         })?,
@@ -170,6 +179,8 @@ fn detect(value: &Value) -> Option<DataFormat> {
         Some(DataFormat::Alpaca)
     } else if has("prompt") && has("response") {
         Some(DataFormat::PromptResponse)
+    } else if has("conversations") || has("messages") {
+        Some(DataFormat::Conversations)
     } else {
         None
     }
@@ -266,8 +277,143 @@ fn example(value: &Value, format: DataFormat, text: &TextSide<'_>) -> Result<Exa
             };
             Ok(Example { input_ids, labels })
         }
+        DataFormat::Conversations => conversation(value, text),
         DataFormat::Auto => unreachable!("resolved by load_examples"),
     }
+}
+
+/// The messages of a ShareGPT (`conversations`: `from` / `value`) or OpenAI-style (`messages`:
+/// `role` / `content`) record, roles as `system`, `user`, `assistant`. As FastChat does, a
+/// first turn that is not the user's (after a system message) is dropped; the turns must then
+/// alternate user, assistant, user…
+pub fn conversation_messages(value: &Value) -> Result<Vec<Message>, String> {
+    let (key, role_key, text_key) = if value.get("conversations").is_some() {
+        ("conversations", "from", "value")
+    } else {
+        ("messages", "role", "content")
+    };
+    let turns = value
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("`{key}` is missing or not an array"))?;
+    let mut messages = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        let role = turn
+            .get(role_key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("turn {}: `{role_key}` is missing or not a string", i + 1))?;
+        let text = turn
+            .get(text_key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("turn {}: `{text_key}` is missing or not a string", i + 1))?;
+        let role = match role {
+            "human" | "user" => "user",
+            "gpt" | "assistant" | "chatgpt" | "bard" | "bing" => "assistant",
+            "system" => "system",
+            other => return Err(format!("turn {}: unknown role `{other}`", i + 1)),
+        };
+        messages.push(Message::new(role, text));
+    }
+    let system = usize::from(messages.first().is_some_and(|m| m.role == "system"));
+    if messages.get(system).is_some_and(|m| m.role != "user") {
+        messages.remove(system);
+    }
+    for (i, m) in messages[system..].iter().enumerate() {
+        let want = if i % 2 == 0 { "user" } else { "assistant" };
+        if m.role != want {
+            return Err(format!(
+                "turn {}: a `{}` turn where a `{want}` turn belongs (turns alternate user, assistant)",
+                i + system + 1,
+                m.role
+            ));
+        }
+    }
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err("no assistant turn to learn from".into());
+    }
+    Ok(messages)
+}
+
+/// The ids and labels of a conversation from the chat template's prompts.
+///
+/// `prefixes[k]` is the template's prompt before assistant turn `k` (every turn before it,
+/// ending where the answer begins); `last_answer` the last answer's ids with the id that ends
+/// it. The sequence is the last prefix followed by the last answer. Every earlier answer lies
+/// inside it: it starts where its prefix ends and runs up to and including the first id of
+/// `stops` after that (the template's end-of-turn token). The labels score those spans and
+/// the last answer; everything else (system prompt, user turns, the template's role markers)
+/// is `-100`. A template whose prompts do not extend each other, or that ends no answer with
+/// a stop id, is an error.
+pub fn conversation_labels(
+    prefixes: &[Vec<u32>],
+    last_answer: &[u32],
+    stops: &[u32],
+) -> Result<Example, String> {
+    let last = prefixes.last().ok_or("no assistant turn")?;
+    let mut scored = vec![false; last.len()];
+    for (k, prefix) in prefixes.iter().enumerate().take(prefixes.len() - 1) {
+        if !last.starts_with(prefix) {
+            return Err(format!(
+                "the chat template's prompt before answer {} is not the start of the later prompts: cannot tell where the answers lie",
+                k + 1
+            ));
+        }
+        let start = prefix.len();
+        let next = prefixes[k + 1].len();
+        let end = (start..next)
+            .find(|&i| stops.contains(&last[i]))
+            .ok_or_else(|| {
+                format!(
+                    "answer {} ends with none of the chat format's end-of-turn ids {stops:?}",
+                    k + 1
+                )
+            })?;
+        for s in &mut scored[start..=end] {
+            *s = true;
+        }
+    }
+    let mut input_ids = last.clone();
+    input_ids.extend_from_slice(last_answer);
+    let mut labels: Vec<i64> = input_ids
+        .iter()
+        .zip(&scored)
+        .map(|(&id, &s)| if s { id as i64 } else { IGNORE })
+        .collect();
+    labels.extend(last_answer.iter().map(|&id| id as i64));
+    Ok(Example { input_ids, labels })
+}
+
+fn conversation(value: &Value, text: &TextSide<'_>) -> Result<Example, String> {
+    let messages = conversation_messages(value)?;
+    let (Some(tokenizer), Some(chat)) = (text.tokenizer, text.chat) else {
+        return Err(
+            "conversations need the model's tokenizer and chat template: give pre-tokenized records (`input_ids`)"
+                .into(),
+        );
+    };
+    let mut stops = chat.stop_ids(tokenizer);
+    stops.extend(text.eos);
+    let last_assistant = messages
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .expect("checked: an assistant turn");
+    let mut prefixes = Vec::new();
+    for (i, m) in messages.iter().enumerate().take(last_assistant + 1) {
+        if m.role == "assistant" {
+            prefixes.push(
+                chat.prompt_ids(&messages[..i], tokenizer)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    let mut answer = tokenizer
+        .encode(&messages[last_assistant].content, false)
+        .map_err(|e| e.to_string())?;
+    let end = *stops
+        .first()
+        .ok_or("the chat format has no end-of-turn id and the model no eos id")?;
+    answer.push(end);
+    conversation_labels(&prefixes, &answer, &stops)
 }
 
 #[cfg(test)]
@@ -280,6 +426,7 @@ mod tests {
             encode_prompt: &|_| Ok(vec![]),
             eos: None,
             vocab: 10,
+            chat: None,
         }
     }
 
@@ -340,5 +487,126 @@ mod tests {
     fn alpaca_prompts() {
         assert!(alpaca_prompt("Add", "").ends_with("### Instruction:\nAdd\n\n### Response:\n"));
         assert!(alpaca_prompt("Add", "1 2").contains("### Input:\n1 2\n\n### Response:\n"));
+    }
+
+    /// A ChatML-like layout in ids: 90 = `<|im_start|>`, 91 = `<|im_end|>`, 92 = newline,
+    /// 80/81/82 = the role names system/user/assistant.
+    fn chatml(messages: &[(&str, &[u32])]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for (role, text) in messages {
+            let r = match *role {
+                "system" => 80,
+                "user" => 81,
+                _ => 82,
+            };
+            ids.extend([90, r, 92]);
+            ids.extend(*text);
+            ids.extend([91, 92]);
+        }
+        ids.extend([90, 82, 92]);
+        ids
+    }
+
+    /// Two rounds: only the answers and their `<|im_end|>` are scored — not the system prompt,
+    /// the user turns, the role markers or the newline after `<|im_end|>`.
+    #[test]
+    fn conversation_scores_assistant_turns_only() {
+        let sys: &[u32] = &[1, 2];
+        let (u1, a1, u2, a2): (&[u32], &[u32], &[u32], &[u32]) = (&[3, 4], &[5, 6, 7], &[8], &[9]);
+        let p1 = chatml(&[("system", sys), ("user", u1)]);
+        let p2 = chatml(&[
+            ("system", sys),
+            ("user", u1),
+            ("assistant", a1),
+            ("user", u2),
+        ]);
+        let mut answer = a2.to_vec();
+        answer.push(91);
+        let ex = conversation_labels(&[p1.clone(), p2.clone()], &answer, &[91]).unwrap();
+        let mut want_ids = p2.clone();
+        want_ids.extend([9, 91]);
+        assert_eq!(ex.input_ids, want_ids);
+        let scored: Vec<u32> = ex
+            .labels
+            .iter()
+            .filter(|&&l| l != IGNORE)
+            .map(|&l| l as u32)
+            .collect();
+        assert_eq!(scored, vec![5, 6, 7, 91, 9, 91]);
+        // The first answer's span starts right after its prompt.
+        assert_eq!(ex.labels[p1.len()], 5);
+        assert_eq!(ex.labels[p1.len() - 1], IGNORE);
+        assert_eq!(
+            ex.labels[p1.len() + 4],
+            IGNORE,
+            "the newline after <|im_end|>"
+        );
+        assert_eq!(ex.labels.len(), ex.input_ids.len());
+    }
+
+    #[test]
+    fn conversation_errors() {
+        let p1 = chatml(&[("user", &[3])]);
+        let p2 = vec![7, 7, 7];
+        let err = conversation_labels(&[p1.clone(), p2], &[9, 91], &[91]).unwrap_err();
+        assert!(err.contains("not the start"), "{err}");
+        // No end-of-turn id inside the first answer's span.
+        let mut p2 = p1.clone();
+        p2.extend([5, 6, 90, 81, 92, 8, 90, 82, 92]);
+        let err = conversation_labels(&[p1, p2], &[9, 91], &[91]).unwrap_err();
+        assert!(err.contains("end-of-turn"), "{err}");
+    }
+
+    #[test]
+    fn sharegpt_and_messages_shapes() {
+        let v: Value = serde_json::from_str(
+            r#"{"conversations": [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}"#,
+        )
+        .unwrap();
+        let m = conversation_messages(&v).unwrap();
+        assert_eq!(
+            m,
+            vec![Message::new("user", "q"), Message::new("assistant", "a")],
+            "a leading gpt turn is dropped"
+        );
+        let v: Value = serde_json::from_str(
+            r#"{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(conversation_messages(&v).unwrap().len(), 3);
+        for (text, want) in [
+            (
+                r#"{"conversations": [{"from": "human", "value": "q"}, {"from": "human", "value": "q"}]}"#,
+                "turn 2",
+            ),
+            (
+                r#"{"conversations": [{"from": "robot", "value": "q"}]}"#,
+                "unknown role `robot`",
+            ),
+            (
+                r#"{"conversations": [{"from": "human", "value": "q"}]}"#,
+                "no assistant turn",
+            ),
+            (
+                r#"{"messages": [{"role": "user"}]}"#,
+                "`content` is missing",
+            ),
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let err = conversation_messages(&v).unwrap_err();
+            assert!(err.contains(want), "{err} / {want}");
+        }
+    }
+
+    #[test]
+    fn conversations_without_a_template_name_the_line() {
+        let path = write(
+            "{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}, {\"from\": \"gpt\", \"value\": \"a\"}]}\n{\"conversations\": 3}\n",
+        );
+        let err = load_examples(&path, DataFormat::Auto, &side(), usize::MAX).unwrap_err();
+        assert!(
+            err.to_string().contains("line 1: conversations need"),
+            "{err}"
+        );
     }
 }

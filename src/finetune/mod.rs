@@ -7,7 +7,10 @@
 //! checkpoints, resuming, the final adapter folder), reporting progress through a callback.
 
 pub mod data;
+pub mod full;
+pub mod merge;
 pub mod peft;
+pub mod ptuning;
 pub mod svg;
 
 use std::collections::HashSet;
@@ -31,6 +34,7 @@ pub use data::{load_examples, DataFormat, Example, TextSide, IGNORE};
 pub use peft::{LoraConfig, Trainable};
 
 use crate::nn::attention::CacheFull;
+use crate::nn::CausalLm;
 use crate::resolve::{resolve_path, Family};
 
 /// Why fine-tuning (or loading an adapter) failed.
@@ -528,7 +532,7 @@ where
                 Ok(l) => l,
                 Err(e) => {
                     self.model = Some(model);
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             let part = causal_lm_loss_sum(logits, &batch.labels).div_scalar(total as f64);
@@ -648,6 +652,24 @@ pub struct FinetuneOptions {
     pub force: bool,
     /// Continue from the last checkpoint in the output folder.
     pub resume: bool,
+    /// What trains.
+    pub method: Method,
+}
+
+/// What trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// LoRA adapters on a frozen base (GPT-2, LLaMA), written as a PEFT adapter folder.
+    Lora,
+    /// P-Tuning v2 (ChatGLM-6B): only the prefix encoder, written as ChatGLM's P-Tuning
+    /// checkpoint folder (see [`ptuning`]). `pre_seq_len` creates a new prefix; `None`
+    /// continues the prefix of the model or of `--adapter`.
+    PtuningV2 {
+        /// Prefix positions of a new prefix.
+        pre_seq_len: Option<usize>,
+    },
+    /// Every parameter (GPT-2), written as a Hugging Face folder (see [`full`]).
+    Full,
 }
 
 /// What happened, as it happens.
@@ -730,22 +752,92 @@ fn run_family<B: AutodiffBackend>(
 ) -> Result<Report, FinetuneError> {
     let model = resolve_path(&options.model).map_err(crate::Error::from)?;
     let format = crate::nn::WeightFormat::AS_STORED;
-    match model.family {
-        Family::Llama => {
+    match (options.method, model.family) {
+        (Method::Lora, Family::Llama) => {
             let generator = crate::llama::open_with::<B>(&model.path, device, format)
                 .map_err(crate::Error::from)?;
             run_generator(generator, options, device, false, on_event)
         }
-        Family::Gpt2 => {
+        (Method::Lora, Family::Gpt2) => {
             let generator = crate::gpt2::open_with::<B>(&model.path, device, format)
                 .map_err(crate::Error::from)?;
             run_generator(generator, options, device, true, on_event)
         }
-        other => Err(FinetuneError::Config(format!(
-            "fine-tuning {} models is not implemented yet (GPT-2 and LLaMA are)",
+        (Method::PtuningV2 { pre_seq_len }, Family::Glm) => {
+            let generator = crate::glm::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            run_ptuning(
+                generator,
+                &model.path,
+                pre_seq_len,
+                options,
+                device,
+                on_event,
+            )
+        }
+        (Method::Full, Family::Gpt2) => {
+            let generator = crate::gpt2::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            run_full(generator, &model.path, options, device, on_event)
+        }
+        (Method::Full, other) => Err(FinetuneError::Config(format!(
+            "full fine-tuning is implemented for GPT-2, not {} models",
+            other.name()
+        ))),
+        (Method::PtuningV2 { .. }, other) => Err(FinetuneError::Config(format!(
+            "P-Tuning v2 is implemented for ChatGLM-6B, not {} models",
+            other.name()
+        ))),
+        (Method::Lora, other) => Err(FinetuneError::Config(format!(
+            "LoRA fine-tuning of {} models is not implemented yet (GPT-2 and LLaMA are)",
             other.name()
         ))),
     }
+}
+
+/// Where a run starts: the checkpoint to resume (`--resume`), after checking that `out` holds
+/// no earlier result (`marker`) unless `--force`.
+fn start_point(
+    options: &FinetuneOptions,
+    marker: &str,
+) -> Result<Option<(usize, PathBuf)>, FinetuneError> {
+    let out = &options.out;
+    if options.resume {
+        return Ok(Some(latest_checkpoint(out).ok_or_else(|| {
+            FinetuneError::Checkpoint(format!(
+                "--resume: {} holds no checkpoint-N folder to resume from",
+                out.display()
+            ))
+        })?));
+    }
+    if (out.join(marker).exists() || latest_checkpoint(out).is_some()) && !options.force {
+        return Err(FinetuneError::Config(format!(
+            "{} already holds a trained result or checkpoints: give --force to overwrite, or --resume to continue",
+            out.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// The training and evaluation records, and the loop's settings with `--epochs` resolved.
+fn read_data(
+    options: &FinetuneOptions,
+    side: &TextSide<'_>,
+) -> Result<(Vec<Example>, Vec<Example>, TrainConfig), FinetuneError> {
+    let max_len = options.max_len.unwrap_or(usize::MAX);
+    let examples = load_examples(&options.data, options.format, side, max_len)?;
+    let eval = match &options.eval_data {
+        Some(path) => load_examples(path, options.format, side, max_len)?,
+        None => Vec::new(),
+    };
+    let mut train = options.train.clone();
+    if let Some(epochs) = options.epochs {
+        if !(epochs.is_finite() && epochs > 0.0) {
+            return Err(FinetuneError::Config("--epochs must be above 0".into()));
+        }
+        train.steps = ((examples.len() as f64 * epochs) / train.per_step() as f64).ceil() as usize;
+    }
+    Ok((examples, eval, train))
 }
 
 fn run_generator<B, M>(
@@ -760,25 +852,7 @@ where
     M: AutodiffModule<B> + Trainable<B> + crate::nn::CausalLm<B>,
     M::InnerModule: Trainable<B::InnerBackend>,
 {
-    let out = &options.out;
-    let resume = if options.resume {
-        Some(latest_checkpoint(out).ok_or_else(|| {
-            FinetuneError::Checkpoint(format!(
-                "--resume: {} holds no checkpoint-N folder to resume from",
-                out.display()
-            ))
-        })?)
-    } else {
-        if (out.join("adapter_model.safetensors").exists() || latest_checkpoint(out).is_some())
-            && !options.force
-        {
-            return Err(FinetuneError::Config(format!(
-                "{} already holds an adapter or checkpoints: give --force to overwrite, or --resume to continue",
-                out.display()
-            )));
-        }
-        None
-    };
+    let resume = start_point(options, "adapter_model.safetensors")?;
     let vocab = generator.model.vocab_size();
     let encode = |text: &str| generator.encode(text);
     let side = TextSide {
@@ -786,20 +860,9 @@ where
         encode_prompt: &encode,
         eos: generator.eos_ids.first().copied(),
         vocab,
+        chat: generator.chat_format().ok(),
     };
-    let max_len = options.max_len.unwrap_or(usize::MAX);
-    let examples = load_examples(&options.data, options.format, &side, max_len)?;
-    let eval = match &options.eval_data {
-        Some(path) => load_examples(path, options.format, &side, max_len)?,
-        None => Vec::new(),
-    };
-    let mut train = options.train.clone();
-    if let Some(epochs) = options.epochs {
-        if !(epochs.is_finite() && epochs > 0.0) {
-            return Err(FinetuneError::Config("--epochs must be above 0".into()));
-        }
-        train.steps = ((examples.len() as f64 * epochs) / train.per_step() as f64).ceil() as usize;
-    }
+    let (examples, eval, train) = read_data(options, &side)?;
     let source = options.model.display().to_string();
     let mut model = generator.model.no_grad();
     let start_adapter = match &resume {
@@ -813,9 +876,113 @@ where
             options.lora.clone()
         }
     };
-    let trainable = trainable_parameters(&model);
-    let eval_every = options.eval_every;
-    let mut trainer = Trainer::new(model, examples, train.clone(), device)?;
+    let trainer = Trainer::new(model, examples, train, device)?;
+    let save = |model: &M, dir: &Path| {
+        let tensors = peft::adapter_tensors(model);
+        peft::write_adapter(dir, &tensors, &lora, &source, fan_in_fan_out)
+    };
+    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+}
+
+fn run_ptuning<B: AutodiffBackend>(
+    generator: crate::glm::GlmGenerator<B>,
+    base: &Path,
+    pre_seq_len: Option<usize>,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError> {
+    let resume = start_point(options, ptuning::PREFIX_FILE)?;
+    let vocab = generator.model.vocab_size();
+    let encode = |text: &str| generator.encode(text);
+    let side = TextSide {
+        tokenizer: generator.tokenizer.as_ref(),
+        encode_prompt: &encode,
+        eos: generator.eos_ids.first().copied(),
+        vocab,
+        chat: generator.chat_format().ok(),
+    };
+    let (examples, eval, train) = read_data(options, &side)?;
+    let crate::glm::Glm::V1(model) = generator.model else {
+        return Err(FinetuneError::Config(
+            "P-Tuning v2 is implemented for ChatGLM-6B (chatglm-6b layout), not ChatGLM2/3 or GLM-4"
+                .into(),
+        ));
+    };
+    let start = match &resume {
+        Some((_, dir)) => Some(dir.clone()),
+        None => options.adapter.clone(),
+    };
+    let model = match &start {
+        Some(dir) => ptuning::load_with_prefix::<B>(base, dir, device)?.1,
+        None => model,
+    };
+    let model = ptuning::attach_prefix(model, pre_seq_len, train.seed)?;
+    let trainer = Trainer::new(model, examples, train, device)?;
+    let config = base.join("config.json");
+    let save = |model: &crate::glm::v1::ChatGlmV1<B>, dir: &Path| {
+        ptuning::write_prefix(dir, model, &config)
+    };
+    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+}
+
+fn run_full<B: AutodiffBackend>(
+    generator: crate::gpt2::Gpt2Generator<B>,
+    base: &Path,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError> {
+    if options.resume || options.checkpoint_every.is_some() {
+        return Err(FinetuneError::Config(
+            "--method full does not write checkpoints or resume yet (lora and ptuning-v2 do)"
+                .into(),
+        ));
+    }
+    if options.adapter.is_some() {
+        return Err(FinetuneError::Config(
+            "--adapter goes with lora or ptuning-v2, not --method full".into(),
+        ));
+    }
+    let resume = start_point(options, "model.safetensors")?;
+    let vocab = generator.model.vocab_size();
+    let encode = |text: &str| generator.encode(text);
+    let side = TextSide {
+        tokenizer: generator.tokenizer.as_ref(),
+        encode_prompt: &encode,
+        eos: generator.eos_ids.first().copied(),
+        vocab,
+        chat: generator.chat_format().ok(),
+    };
+    let (examples, eval, train) = read_data(options, &side)?;
+    let prefix = full::gpt2_prefix(base)?;
+    let trainer = Trainer::new(generator.model, examples, train, device)?;
+    let save =
+        |model: &crate::gpt2::Gpt2<B>, dir: &Path| full::write_gpt2(dir, model, base, prefix);
+    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+}
+
+/// The optimizer loop every method shares: restores a checkpoint's losses and optimizer
+/// state, steps, evaluates, writes checkpoints (`save` writes the trained parameters into a
+/// folder) and the final result, the trainer state and the loss curve.
+#[allow(clippy::too_many_arguments)]
+fn train_loop<B, M>(
+    mut trainer: Trainer<B, M>,
+    eval: &[Example],
+    resume: Option<(usize, PathBuf)>,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    save: &dyn Fn(&M, &Path) -> Result<(), FinetuneError>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Trainable<B>,
+    M::InnerModule: Trainable<B::InnerBackend>,
+{
+    let out = &options.out;
+    let train = trainer.config().clone();
+    let trainable = trainable_parameters(trainer.model());
     let mut losses = Vec::new();
     let mut eval_losses = Vec::new();
     if let Some((step, dir)) = &resume {
@@ -840,7 +1007,7 @@ where
     });
     let evaluate = |trainer: &Trainer<B, M>| {
         let inner = trainer.model().valid();
-        eval_loss(&inner, &eval, train.batch_size, train.pad_id, device)
+        eval_loss(&inner, eval, train.batch_size, train.pad_id, device)
     };
     let started = Instant::now();
     let mut run_tokens = 0usize;
@@ -851,7 +1018,8 @@ where
         on_event(Event::Step(&stats));
         let step = stats.step;
         let last = step == train.steps;
-        if !eval.is_empty() && (last || eval_every.is_some_and(|n| n > 0 && step % n == 0)) {
+        if !eval.is_empty() && (last || options.eval_every.is_some_and(|n| n > 0 && step % n == 0))
+        {
             let loss = evaluate(&trainer)?;
             eval_losses.push((step, loss));
             on_event(Event::Eval { step, loss });
@@ -863,8 +1031,7 @@ where
         {
             let dir = out.join(format!("checkpoint-{step}"));
             let tmp = peft::tmp_name(&dir);
-            let tensors = peft::adapter_tensors(trainer.model());
-            peft::write_adapter(&tmp, &tensors, &lora, &source, fan_in_fan_out)?;
+            save(trainer.model(), &tmp)?;
             trainer.save_optimizer(&tmp.join("optimizer"))?;
             write_state(&tmp.join("trainer_state.json"), &losses, &eval_losses, step)?;
             if dir.exists() {
@@ -875,8 +1042,7 @@ where
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let tensors = peft::adapter_tensors(trainer.model());
-    peft::write_adapter(out, &tensors, &lora, &source, fan_in_fan_out)?;
+    save(trainer.model(), out)?;
     write_state(
         &out.join("trainer_state.json"),
         &losses,
@@ -933,16 +1099,18 @@ fn read_state(path: &Path) -> Result<State, FinetuneError> {
     Ok((losses, evals))
 }
 
-/// Loads the PEFT LoRA adapter folder `dir` onto a causal LM for inference (GPT-2, LLaMA).
+/// Loads the adapter folder `dir` onto a causal LM for inference: a PEFT LoRA adapter (GPT-2,
+/// LLaMA), or a P-Tuning v2 checkpoint (ChatGLM-6B; see [`ptuning::apply_prefix`]).
 pub fn apply_adapter<B: Backend>(
     model: &mut crate::CausalModel<B>,
     dir: &Path,
-) -> Result<LoraConfig, FinetuneError> {
+) -> Result<(), FinetuneError> {
     match model {
-        crate::CausalModel::Llama(m) => peft::load_adapter(m, dir),
-        crate::CausalModel::Gpt2(m) => peft::load_adapter(m, dir),
+        crate::CausalModel::Llama(m) => peft::load_adapter(m, dir).map(|_| ()),
+        crate::CausalModel::Gpt2(m) => peft::load_adapter(m, dir).map(|_| ()),
+        crate::CausalModel::Glm(crate::glm::Glm::V1(m)) => ptuning::apply_prefix(m, dir),
         _ => Err(FinetuneError::Adapter(format!(
-            "{}: LoRA adapters are implemented for GPT-2 and LLaMA models",
+            "{}: adapters are implemented for GPT-2 and LLaMA (LoRA) and ChatGLM-6B (P-Tuning v2)",
             dir.display()
         ))),
     }

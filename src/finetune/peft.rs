@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use super::FinetuneError;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
-use crate::nn::attention::CacheFull;
 use crate::nn::{CausalLm, Dense, Logits, Lora, Weights};
 
 /// PEFT's prefix of every adapter tensor of a causal LM.
@@ -29,7 +28,7 @@ pub trait Trainable<B: Backend>: burn::module::Module<B> {
     fn dense_layers_mut(&mut self) -> Vec<(String, &mut Dense<B>)>;
 
     /// Logits `[batch, t, vocab]` of every position of `ids` `[batch, t]`.
-    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, CacheFull>;
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError>;
 
     /// The longest sequence the model accepts.
     fn context(&self) -> usize;
@@ -83,10 +82,10 @@ impl<B: Backend> Trainable<B> for Llama<B> {
         out
     }
 
-    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, CacheFull> {
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
         let [b, t] = ids.dims();
         let mut cache = self.cache(b, t);
-        self.forward_cached(ids, &mut cache, Logits::All)
+        Ok(self.forward_cached(ids, &mut cache, Logits::All)?)
     }
 
     fn context(&self) -> usize {
@@ -111,10 +110,10 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
         out
     }
 
-    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, CacheFull> {
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
         let [b, t] = ids.dims();
         let mut cache = self.cache(b, t);
-        self.forward_cached(ids, &mut cache, Logits::All)
+        Ok(self.forward_cached(ids, &mut cache, Logits::All)?)
     }
 
     fn context(&self) -> usize {

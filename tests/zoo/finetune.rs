@@ -36,6 +36,7 @@ fn examples(vocab: usize) -> Vec<Example> {
         encode_prompt: &|_| Ok(Vec::new()),
         eos: None,
         vocab,
+        chat: None,
     };
     load_examples(&data_path(), DataFormat::Tokens, &side, usize::MAX).unwrap()
 }
@@ -203,7 +204,7 @@ impl Gpt2Case {
 }
 
 /// The kind of a backend type, from its name.
-fn kind_of<B: Backend>(device: &B::Device) -> BackendKind {
+pub(crate) fn kind_of<B: Backend>(device: &B::Device) -> BackendKind {
     let name = B::name(device).to_ascii_lowercase();
     if name.contains("flex") {
         BackendKind::Flex
@@ -439,4 +440,260 @@ fn cli_bad_data_names_the_line() {
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("line 2") && err.contains("200"), "{err}");
+}
+
+struct MergeCase {
+    model: &'static str,
+    case: &'static str,
+}
+
+impl MergeCase {
+    /// The merged folder's logits against the base model with the adapter loaded.
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = kind_of::<B>(&device);
+        let base = fixtures().join(self.model);
+        let adapter = case_dir(self.case).join("init");
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("merged");
+        let report =
+            burn_zoo::finetune::merge::merge_adapter(&base, &adapter, &out, false).unwrap();
+        assert!(!report.merged.is_empty());
+        let probe = [3u32, 17, 42, 5, 9, 28, 11, 60];
+        let open = |dir: &std::path::Path| {
+            burn_zoo::open_with::<B>(dir, &device, WeightFormat::AS_STORED).unwrap()
+        };
+        let mut with_adapter = open(&base);
+        burn_zoo::finetune::apply_adapter(&mut with_adapter.model, &adapter).unwrap();
+        let merged = open(&out);
+        let a = crate::common::full_logits::<B, _>(&with_adapter.model, &probe, &device);
+        let b = crate::common::full_logits::<B, _>(&merged.model, &probe, &device);
+        let plain = crate::common::full_logits::<B, _>(&open(&base).model, &probe, &device);
+        let diff = crate::common::max_abs_diff(&a, &b);
+        let changed = crate::common::max_abs_diff(&a, &plain);
+        eprintln!(
+            "{} [{kind}] merged vs adapter logits: {diff:.2e} (the adapter moves them by {changed:.2e})",
+            self.case
+        );
+        assert!(changed > 1e-2, "the adapter changes the logits");
+        // f32 sums of the same terms in another order: a few ulps of logits of magnitude ~5.
+        let tol = if kind.is_gpu() { 1e-4 } else { 2e-5 };
+        assert!(
+            diff < tol,
+            "{} [{kind}] merged logits differ by {diff}",
+            self.case
+        );
+        // The other files are copied; an existing folder is not replaced without force.
+        assert!(out.join("config.json").is_file());
+        let err =
+            burn_zoo::finetune::merge::merge_adapter(&base, &adapter, &out, false).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        burn_zoo::finetune::merge::merge_adapter(&base, &adapter, &out, true).unwrap();
+    }
+}
+
+/// `merge-adapter` folds `W + (alpha/r)·B·A` into LLaMA's q/v projections and, transposed,
+/// into GPT-2's Conv1D `c_attn`: the merged folder gives the adapted model's logits.
+#[test]
+fn merged_adapter_gives_the_adapted_logits() {
+    on_every_backend!(|_kind| MergeCase {
+        model: "llama/gqa",
+        case: "llama_adamw"
+    });
+    on_every_backend!(|_kind| MergeCase {
+        model: "gpt2/tiny-a",
+        case: "gpt2_adamw"
+    });
+}
+
+/// `zoo merge-adapter` writes the folder and refuses to overwrite it.
+#[test]
+fn cli_merge_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = path_str(tmp.path().join("merged"));
+    let args = |force: bool| {
+        let mut a = vec![
+            "--json".to_string(),
+            "merge-adapter".into(),
+            path_str(fixtures().join("llama/gqa")),
+            "--adapter".into(),
+            path_str(case_dir("llama_sgd").join("init")),
+            "--out".into(),
+            out.clone(),
+        ];
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    let v = stdout_json(&run_zoo(&args(false)));
+    assert_eq!(
+        v["merged"].as_array().unwrap().len(),
+        4,
+        "q and v of 2 layers"
+    );
+    let again = run_zoo(&args(false));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    stdout_json(&run_zoo(&args(true)));
+}
+
+struct FullCase(&'static str);
+
+impl FullCase {
+    /// Full fine-tuning of the tiny GPT-2 against PyTorch: the loss of every step, every
+    /// final weight (under the checkpoint's names) and the probe logits.
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = kind_of::<B>(&device);
+        let name = self.0;
+        let r = reference(name);
+        let dir = fixtures().join("gpt2/tiny-a");
+        let lm = burn_zoo::gpt2::open_with::<Autodiff<B>>(&dir, &device, WeightFormat::AS_STORED)
+            .unwrap();
+        let model = lm.model;
+        // Every parameter trains: the tiny GPT-2's 28 tensors (the tied head is wte).
+        let base = burn_zoo::nn::Weights::open(&dir).unwrap();
+        let total: usize = base
+            .names()
+            .map(|n| base.shape(n).unwrap().iter().product::<usize>())
+            .sum();
+        assert_eq!(burn_zoo::finetune::trainable_parameters(&model), total);
+        let vocab = model.vocab_size();
+        let mut trainer = Trainer::new(model, examples(vocab), train_config(&r), &device).unwrap();
+        let want = losses(&r);
+        let got: Vec<f64> = (0..want.len())
+            .map(|_| trainer.step().unwrap().loss)
+            .collect();
+        let tol = loss_tolerance(kind);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < tol,
+                "{name} [{kind}] step {}: loss {g} vs {w}",
+                i + 1
+            );
+        }
+        let model = trainer.into_model().valid();
+        let tensors = burn_zoo::finetune::full::gpt2_tensors(&model, "transformer.");
+        let mut reference_w = burn_zoo::nn::Weights::open(&case_dir(name).join("final")).unwrap();
+        let names: Vec<String> = reference_w.names().map(str::to_string).collect();
+        assert_eq!(
+            names,
+            tensors.keys().cloned().collect::<Vec<_>>(),
+            "the checkpoint's tensor names"
+        );
+        // The key part of c_attn's bias ([q | k | v], the middle n_embd entries) has a zero
+        // gradient in exact arithmetic (it adds q·b_k to every score of a row, which softmax
+        // ignores): its f32 gradients are rounding noise on both sides, which AdamW scales up
+        // to steps of size lr. It cannot change any output, so it is left out of the
+        // comparison (the probe logits below check it changes nothing).
+        let d = 32;
+        let mut worst = (0.0f32, String::new());
+        for n in &names {
+            let (shape, values) = &tensors[n];
+            let want = reference_w.take_f32(n, shape).unwrap();
+            for (i, (a, b)) in values.iter().zip(&want).enumerate() {
+                if n.ends_with("attn.c_attn.bias") && (d..2 * d).contains(&i) {
+                    continue;
+                }
+                if (a - b).abs() > worst.0 {
+                    worst = ((a - b).abs(), n.clone());
+                }
+            }
+        }
+        let probe: Vec<u32> = crate::common::ids(&r["probe"]);
+        let logits = crate::common::full_logits::<B, _>(&model, &probe, &device);
+        let diff = crate::common::max_abs_diff(&logits, &rows(&r["probe_logits"]));
+        eprintln!(
+            "{name} [{kind}] losses {got:?}, final weights max diff {:.2e} ({}), probe logits {diff:.2e}",
+            worst.0, worst.1
+        );
+        let (weight_tol, logits_tol) = full_tolerances(kind);
+        assert!(
+            worst.0 < weight_tol,
+            "{name} [{kind}] weight {} off by {}",
+            worst.1,
+            worst.0
+        );
+        assert!(
+            diff < logits_tol,
+            "{name} [{kind}] probe logits off by {diff}"
+        );
+    }
+}
+
+/// Final-weight and probe-logit tolerances of full fine-tuning (see the test's output for
+/// the measured values): f32 gradients that differ from PyTorch's in the last bits move the
+/// weights by that much times the learning rate per step.
+fn full_tolerances(kind: BackendKind) -> (f32, f32) {
+    if kind.is_gpu() {
+        (1e-3, 1e-2)
+    } else {
+        (1e-4, 2e-3)
+    }
+}
+
+#[test]
+fn gpt2_full_finetune_sgd_matches_pytorch() {
+    on_every_backend!(|_kind| FullCase("full_sgd"));
+}
+
+#[test]
+fn gpt2_full_finetune_adamw_matches_pytorch() {
+    on_every_backend!(|_kind| FullCase("full_adamw"));
+}
+
+/// `zoo finetune --method full` gives PyTorch's losses and writes an HF folder that opens
+/// with the trained weights.
+#[test]
+fn cli_full_finetune_writes_a_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("full");
+    let r = reference("full_sgd");
+    let args: Vec<String> = [
+        "--backend",
+        "flex",
+        "--json",
+        "finetune",
+        &path_str(fixtures().join("gpt2/tiny-a")),
+        "--method",
+        "full",
+        "--data",
+        &path_str(data_path()),
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "constant",
+        "--batch-size",
+        "2",
+        "--steps",
+        "4",
+        "--no-shuffle",
+        "--max-grad-norm",
+        "0",
+        "--out",
+        &path_str(out.clone()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let got = losses(&stdout_json(&run_zoo(&args)));
+    for (g, w) in got.iter().zip(&losses(&r)) {
+        assert!((g - w).abs() < 2e-4, "{got:?}");
+    }
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    type B = burn_zoo::backends::Flex;
+    let device = Default::default();
+    let lm = burn_zoo::gpt2::open_with::<B>(&out, &device, WeightFormat::AS_STORED).unwrap();
+    let probe = crate::common::ids(&r["probe"]);
+    let logits = crate::common::full_logits::<B, _>(&lm.model, &probe, &device);
+    let diff = crate::common::max_abs_diff(&logits, &rows(&r["probe_logits"]));
+    assert!(diff < 2e-3, "the written folder's logits differ by {diff}");
 }

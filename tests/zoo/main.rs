@@ -23,6 +23,7 @@ mod llama;
 mod measure;
 mod opt;
 mod pipeline;
+mod ptuning;
 mod quant;
 mod real_weights;
 mod serve;

@@ -477,6 +477,16 @@ impl Weights {
         }
     }
 
+    /// Adds the tensors of `other` (a second checkpoint laid over this one, such as a P-Tuning
+    /// prefix over its base model); a name both hold takes `other`'s tensor.
+    pub fn overlay(&mut self, other: Weights) {
+        self.source_name = format!("{} + {}", self.source_name, other.source_name);
+        for (name, entry) in other.entries {
+            self.used.remove(&name);
+            self.entries.insert(name, entry);
+        }
+    }
+
     /// Marks a tensor as deliberately unused (a buffer such as a causal-mask constant).
     pub fn skip(&mut self, name: &str) {
         if self.entries.contains_key(name) {

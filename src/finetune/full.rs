@@ -1,0 +1,97 @@
+//! Full fine-tuning (`--method full`): every parameter of a small model trains, and the result
+//! is a Hugging Face folder (`model.safetensors` under the base checkpoint's names and
+//! layouts, in f32, beside a copy of the base folder's config and tokenizer files).
+//!
+//! Implemented for GPT-2. The checkpoint layout is the loader's table
+//! (models/gpt2/src/load.rs) read backwards: `Conv1D` weights are `[in, out]`, so the
+//! module's `[out, in]` matrices are transposed back; a tied LM head is `wte` and is not
+//! written (as transformers' `save_pretrained` leaves it out).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::FinetuneError;
+use crate::gpt2::Gpt2;
+use crate::nn::{Dense, LayerNorm};
+
+/// Tensors by checkpoint name: `(shape, row-major f32 values)`.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn put<B: Backend, const D: usize>(out: &mut NamedTensors, name: String, t: Tensor<B, D>) {
+    let shape = t.dims().to_vec();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32 tensor");
+    out.insert(name, (shape, values));
+}
+
+fn put_norm<B: Backend>(out: &mut NamedTensors, name: &str, n: &LayerNorm<B>) {
+    put(out, format!("{name}.weight"), n.weight.val());
+    put(out, format!("{name}.bias"), n.bias.val());
+}
+
+/// A `Conv1D` layer: weight `[in, out]`.
+fn put_conv1d<B: Backend>(out: &mut NamedTensors, name: &str, d: &Dense<B>) {
+    put(out, format!("{name}.weight"), d.weight.val().transpose());
+    if let Some(b) = &d.bias {
+        put(out, format!("{name}.bias"), b.val());
+    }
+}
+
+/// Every parameter of a GPT-2 module under its checkpoint name (`prefix` is `transformer.`
+/// or empty, as the base checkpoint names them) in the checkpoint's layout.
+pub fn gpt2_tensors<B: Backend>(model: &Gpt2<B>, prefix: &str) -> NamedTensors {
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        format!("{prefix}wte.weight"),
+        model.wte.weight.val(),
+    );
+    put(
+        &mut out,
+        format!("{prefix}wpe.weight"),
+        model.wpe.weight.val(),
+    );
+    for (i, block) in model.h.iter().enumerate() {
+        let b = format!("{prefix}h.{i}");
+        put_norm(&mut out, &format!("{b}.ln_1"), &block.ln_1);
+        put_conv1d(&mut out, &format!("{b}.attn.c_attn"), &block.attn.c_attn);
+        put_conv1d(&mut out, &format!("{b}.attn.c_proj"), &block.attn.c_proj);
+        put_norm(&mut out, &format!("{b}.ln_2"), &block.ln_2);
+        put_conv1d(&mut out, &format!("{b}.mlp.c_fc"), &block.mlp.c_fc);
+        put_conv1d(&mut out, &format!("{b}.mlp.c_proj"), &block.mlp.c_proj);
+    }
+    put_norm(&mut out, &format!("{prefix}ln_f"), &model.ln_f);
+    if let Some(head) = &model.lm_head {
+        // nn.Linear: [vocab, d], the module's own layout.
+        put(&mut out, "lm_head.weight".to_string(), head.weight.val());
+    }
+    out
+}
+
+/// The prefix the base checkpoint of `dir` puts on GPT-2's names (`transformer.` or none).
+pub fn gpt2_prefix(dir: &Path) -> Result<&'static str, FinetuneError> {
+    let w = crate::nn::Weights::open(dir)?;
+    Ok(if w.contains("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    })
+}
+
+/// Writes a trained GPT-2 as a Hugging Face folder `dir`: `model.safetensors` plus the other
+/// files of the base folder `base` (config, tokenizer).
+pub fn write_gpt2<B: Backend>(
+    dir: &Path,
+    model: &Gpt2<B>,
+    base: &Path,
+    prefix: &str,
+) -> Result<(), FinetuneError> {
+    std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
+    super::merge::write_folder(base, dir, &gpt2_tensors(model, prefix))
+}

@@ -1,0 +1,367 @@
+//! P-Tuning v2 for ChatGLM-6B (tests/fixtures/ptuning_fixtures.py makes the tiny checkpoint
+//! and the records): the prefix gradients against central differences, a few AdamW steps
+//! lower the loss with everything but the prefix frozen, the written checkpoint reloads
+//! through the zoo's ChatGLM-6B loader with the trained model's logits, and `zoo finetune
+//! --method ptuning-v2` trains, checkpoints and resumes.
+
+use std::path::PathBuf;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn_zoo::finetune::{
+    causal_lm_loss_sum, eval_loss, load_examples, ptuning, trainable_parameters, DataFormat,
+    Example, OptimizerKind, Schedule, TextSide, TrainConfig, Trainable, Trainer,
+};
+use burn_zoo::glm::v1::ChatGlmV1;
+
+use crate::common::{fixtures, json, max_abs_diff, stdout_json, tensor_rows, zoo};
+
+/// Prefix positions in these tests.
+const PRE: usize = 3;
+
+fn base_dir() -> PathBuf {
+    fixtures().join("finetune/chatglm_tiny")
+}
+
+fn data_path() -> PathBuf {
+    fixtures().join("finetune/chatglm_data.jsonl")
+}
+
+fn examples() -> Vec<Example> {
+    let side = TextSide {
+        tokenizer: None,
+        encode_prompt: &|_| Ok(Vec::new()),
+        eos: None,
+        vocab: 24,
+        chat: None,
+    };
+    load_examples(&data_path(), DataFormat::Tokens, &side, usize::MAX).unwrap()
+}
+
+/// Every record in one right-padded batch (pad id 3, ChatGLM-6B's `<pad>`): ids and labels.
+fn whole_batch() -> (Vec<i64>, Vec<i64>, [usize; 2]) {
+    let ex = examples();
+    let t = ex.iter().map(|e| e.input_ids.len()).max().unwrap();
+    let (mut ids, mut labels) = (Vec::new(), Vec::new());
+    for e in &ex {
+        ids.extend(e.input_ids.iter().map(|&i| i as i64));
+        labels.extend(&e.labels);
+        for _ in e.input_ids.len()..t {
+            ids.push(3);
+            labels.push(-100);
+        }
+    }
+    (ids, labels, [ex.len(), t])
+}
+
+/// The mean causal-LM loss over every record (what the trainer's step loss is).
+fn loss_of<B: Backend>(model: &ChatGlmV1<B>, device: &B::Device) -> Tensor<B, 1> {
+    let (ids, labels, shape) = whole_batch();
+    let scored = (0..shape[0])
+        .map(|r| {
+            labels[r * shape[1] + 1..(r + 1) * shape[1]]
+                .iter()
+                .filter(|&&l| l != -100)
+                .count()
+        })
+        .sum::<usize>();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device);
+    let logits = model.batch_logits(ids).unwrap();
+    causal_lm_loss_sum(logits, &labels).div_scalar(scored as f64)
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_scalar().elem()
+}
+
+/// The base model with a fresh trainable prefix (seeded, so the same on every backend).
+fn with_prefix<B: Backend>(device: &B::Device, pre: usize) -> ChatGlmV1<B> {
+    let (_, model) = burn_zoo::glm::v1::load::<B>(&base_dir(), device).unwrap();
+    ptuning::attach_prefix(model, Some(pre), 7).unwrap()
+}
+
+/// `(values, shape)` of the gradient of the mean loss with respect to the prefix.
+fn prefix_gradient<B: Backend>(device: &B::Device) -> Vec<f64> {
+    let model = with_prefix::<Autodiff<B>>(device, PRE);
+    let loss = loss_of(&model, device);
+    let grads = loss.backward();
+    let g = model
+        .prefix
+        .as_ref()
+        .unwrap()
+        .val()
+        .grad(&grads)
+        .expect("the prefix has a gradient");
+    g.into_data().convert::<f64>().into_vec().unwrap()
+}
+
+/// The gradient by central differences of fourth order,
+/// `(8(L(p + h·eₖ) − L(p − h·eₖ)) − (L(p + 2h·eₖ) − L(p − 2h·eₖ))) / 12h` for every element
+/// `k` of the prefix, on backend `B`.
+fn finite_differences<B: Backend>(device: &B::Device, h: f64) -> Vec<f64> {
+    let mut model = with_prefix::<B>(device, PRE);
+    let prefix = model.prefix.take().unwrap().val();
+    let shape = prefix.dims();
+    let base: Vec<f64> = prefix.into_data().convert::<f64>().into_vec().unwrap();
+    let mut at = |k: usize, step: f64| {
+        let mut values = base.clone();
+        values[k] += step;
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        let t = Tensor::<B, 4>::from_data(TensorData::new(values, shape), device);
+        model.prefix = Some(burn::module::Param::from_tensor(t));
+        scalar(loss_of(&model, device))
+    };
+    (0..base.len())
+        .map(|k| {
+            let near = at(k, h) - at(k, -h);
+            let far = at(k, 2.0 * h) - at(k, -2.0 * h);
+            (8.0 * near - far) / (12.0 * h)
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn max_abs(a: &[f64]) -> f64 {
+    a.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+}
+
+/// Tolerance of a backend's autodiff gradient against the central differences, relative to
+/// the largest gradient element (2.9e-2 here). The backends compute in f32 (burn-ndarray's
+/// `NdArray<f64>` was tried: the weights load as f32 tensors whatever the backend's default
+/// element, so its differences carried f32 noise too). The loss (≈ 5) is evaluated to a few
+/// f32 ulps, ~1e-6, so a difference quotient with step h = 1e-2 carries ~1e-4 absolute noise,
+/// ~4e-3 relative; the fourth-order stencil's truncation error (h⁴·L⁽⁵⁾/30) is far below that.
+/// 2e-2 is above that noise floor; a wrong permutation, mask or missing gradient path gives
+/// relative errors of order 1.
+const GRADIENT_TOLERANCE: f64 = 2e-2;
+
+struct GradientCheck<'a>(&'a [f64]);
+
+impl GradientCheck<'_> {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = crate::finetune::kind_of::<B>(&device);
+        let got = prefix_gradient::<B>(&device);
+        let scale = max_abs(self.0);
+        let err = max_diff(&got, self.0) / scale;
+        eprintln!("[{kind}] prefix gradient vs central differences: max relative {err:.2e}");
+        assert!(
+            err < GRADIENT_TOLERANCE,
+            "[{kind}] prefix gradient differs from central differences by {err:.3e} (relative)"
+        );
+    }
+}
+
+/// The prefix gradient of the causal-LM loss (autodiff, every backend) equals its central
+/// differences (computed on a CPU backend), to [`GRADIENT_TOLERANCE`].
+#[test]
+fn ptuning_prefix_gradient_matches_finite_differences() {
+    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        finite_differences::<B>(&device, 1e-2)
+    })
+    .unwrap();
+    assert_eq!(
+        fd.len(),
+        2 * 2 * 2 * PRE * 8,
+        "[layers*2, heads, pre, head_dim]"
+    );
+    let scale = max_abs(&fd);
+    assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
+    eprintln!("central differences: max |g| {scale:.3e}");
+    on_every_backend!(|_kind| GradientCheck(&fd));
+}
+
+struct TrainAndReload;
+
+impl TrainAndReload {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = crate::finetune::kind_of::<B>(&device);
+        let model = with_prefix::<Autodiff<B>>(&device, 4);
+        // Only the prefix trains: [pre, layers * 2 * hidden] = 4 × 64.
+        assert_eq!(trainable_parameters(&model), 4 * 64);
+        let frozen_before = tensor_rows(
+            model
+                .valid()
+                .lm_head
+                .as_ref()
+                .unwrap()
+                .weight
+                .val()
+                .unsqueeze::<3>(),
+        );
+        let ex = examples();
+        let before = eval_loss(&model.valid(), &ex, 4, 3, &device).unwrap();
+        let config = TrainConfig {
+            optimizer: OptimizerKind::AdamW,
+            lr: 0.05,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            batch_size: 2,
+            grad_accum: 2,
+            steps: 10,
+            seed: 0,
+            shuffle: false,
+            max_grad_norm: Some(1.0),
+            pad_id: 3,
+        };
+        let mut trainer = Trainer::new(model, ex.clone(), config, &device).unwrap();
+        let first = trainer.step().unwrap().loss;
+        assert!(
+            (first - before).abs() < 1e-4,
+            "[{kind}] the first step's loss {first} is the loss over all records {before}"
+        );
+        for _ in 1..10 {
+            trainer.step().unwrap();
+        }
+        let trained = trainer.into_model().valid();
+        let after = eval_loss(&trained, &ex, 4, 3, &device).unwrap();
+        eprintln!("[{kind}] P-Tuning v2: loss {before:.4} → {after:.4} after 10 AdamW steps");
+        assert!(
+            after < before - 0.1,
+            "[{kind}] 10 steps lower the loss: {before} → {after}"
+        );
+        let frozen_after = tensor_rows(
+            trained
+                .lm_head
+                .as_ref()
+                .unwrap()
+                .weight
+                .val()
+                .unsqueeze::<3>(),
+        );
+        assert_eq!(frozen_before, frozen_after, "the LM head stayed frozen");
+        // Written as a P-Tuning checkpoint and run through the ChatGLM-6B loader.
+        let tmp = tempfile::tempdir().unwrap();
+        ptuning::write_prefix(tmp.path(), &trained, &base_dir().join("config.json")).unwrap();
+        let cfg = json(&tmp.path().join("config.json"));
+        assert_eq!(cfg["pre_seq_len"], 4);
+        assert_eq!(cfg["prefix_projection"], false);
+        let w = burn_zoo::nn::Weights::open(tmp.path()).unwrap();
+        assert_eq!(w.names().collect::<Vec<_>>(), vec![ptuning::PREFIX_KEY]);
+        assert_eq!(w.shape(ptuning::PREFIX_KEY).unwrap(), vec![4, 64]);
+        let (config, reloaded) =
+            ptuning::load_with_prefix::<B>(&base_dir(), tmp.path(), &device).unwrap();
+        assert_eq!(config.pre_seq_len, Some(4));
+        let probe = [4u32, 5, 19, 20, 7, 8];
+        let a = crate::common::full_logits::<B, _>(&trained, &probe, &device);
+        let b = crate::common::full_logits::<B, _>(&reloaded, &probe, &device);
+        let diff = max_abs_diff(&a, &b);
+        assert!(
+            diff < 1e-5,
+            "[{kind}] reloaded P-Tuning checkpoint's logits differ by {diff}"
+        );
+        let no_prefix = burn_zoo::glm::v1::load::<B>(&base_dir(), &device)
+            .unwrap()
+            .1;
+        let c = crate::common::full_logits::<B, _>(&no_prefix, &probe, &device);
+        assert!(max_abs_diff(&a, &c) > 1e-2, "the prefix changes the logits");
+    }
+}
+
+/// A few AdamW steps on the prefix alone lower the loss; the written checkpoint reloads with
+/// the trained model's logits.
+#[test]
+fn ptuning_trains_the_prefix_and_reloads() {
+    on_every_backend!(|_kind| TrainAndReload);
+}
+
+fn path_str(p: PathBuf) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn run_args(out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--backend".to_string(),
+        crate::common::cpu_backend().name().to_string(),
+        "--json".into(),
+        "finetune".into(),
+        path_str(base_dir()),
+        "--method".into(),
+        "ptuning-v2".into(),
+        "--data".into(),
+        path_str(data_path()),
+        "--lr".into(),
+        "0.05".into(),
+        "--schedule".into(),
+        "constant".into(),
+        "--batch-size".into(),
+        "2".into(),
+        "--steps".into(),
+        "4".into(),
+        "--no-shuffle".into(),
+        "--out".into(),
+        out.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    zoo(&refs)
+}
+
+fn losses(v: &serde_json::Value) -> Vec<f64> {
+    v["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// `zoo finetune --method ptuning-v2` writes ChatGLM's P-Tuning files, checkpoints, resumes
+/// with the same losses, refuses to overwrite; P-Tuning on a LLaMA model is an error.
+#[test]
+fn cli_ptuning_trains_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out_s = path_str(out.clone());
+    let first = losses(&stdout_json(&run_args(
+        &out_s,
+        &["--pre-seq-len", "4", "--checkpoint-every", "2"],
+    )));
+    assert_eq!(first.len(), 4);
+    assert!(first[3] < first[0], "{first:?}");
+    assert!(out.join("model.safetensors").is_file());
+    assert_eq!(json(&out.join("config.json"))["pre_seq_len"], 4);
+    assert!(out.join("checkpoint-2/optimizer.bin").is_file());
+    let again = run_args(&out_s, &["--pre-seq-len", "4"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let resumed = losses(&stdout_json(&run_args(&out_s, &["--resume"])));
+    assert_eq!(resumed.len(), 4);
+    for (a, b) in resumed.iter().zip(&first) {
+        assert!((a - b).abs() < 1e-6, "{resumed:?} vs {first:?}");
+    }
+    let llama = zoo(&[
+        "--backend",
+        "flex",
+        "finetune",
+        &path_str(fixtures().join("llama/gqa")),
+        "--method",
+        "ptuning-v2",
+        "--pre-seq-len",
+        "4",
+        "--data",
+        &path_str(data_path()),
+        "--steps",
+        "1",
+        "--out",
+        &path_str(tmp.path().join("llama")),
+    ]);
+    assert!(!llama.status.success());
+    assert!(
+        String::from_utf8_lossy(&llama.stderr).contains("ChatGLM-6B"),
+        "{}",
+        String::from_utf8_lossy(&llama.stderr)
+    );
+}
