@@ -477,6 +477,21 @@ impl Weights {
         }
     }
 
+    /// Moves every tensor of `other` in, named `prefix` + its name; a tensor already here under
+    /// that name is replaced (checkpoints read in sequence, the later file winning, as a
+    /// non-strict `load_state_dict` of each does). Used and skipped marks come along.
+    pub fn absorb(&mut self, other: Weights, prefix: &str) {
+        for (name, entry) in other.entries {
+            let used = other.used.contains(&name);
+            let name = format!("{prefix}{name}");
+            self.used.remove(&name);
+            if used {
+                self.used.insert(name.clone());
+            }
+            self.entries.insert(name, entry);
+        }
+    }
+
     /// Marks a tensor as deliberately unused (a buffer such as a causal-mask constant).
     pub fn skip(&mut self, name: &str) {
         if self.entries.contains_key(name) {
