@@ -663,7 +663,7 @@ fn minigpt4_release_errors_are_clear() {
         tmp.path().join("pretrained_minigpt4.pth"),
     )
     .unwrap();
-    expect(tmp.path(), &["`llama_proj.weight` is missing"]);
+    expect(tmp.path(), &["`llama_proj.", "is missing"]);
     // Sizes that do not fit the tensors: the misshapen one is named.
     let tmp = copy_release();
     let path = tmp.path().join("minigpt4.json");
@@ -672,7 +672,7 @@ fn minigpt4_release_errors_are_clear() {
     std::fs::write(&path, config.to_string()).unwrap();
     expect(
         tmp.path(),
-        &["visual_encoder.blocks.0.mlp.fc1.weight", "[64, 32]"],
+        &["`visual_encoder.blocks.0.mlp.fc1.", "has shape [64"],
     );
     // One Q-Former layer fewer than the checkpoint has: its tensors are unused.
     let tmp = copy_release();
