@@ -18,7 +18,7 @@ use crate::resolve::{Family, ModelRef};
 use crate::{CausalModel, Error, LanguageModel};
 
 /// How speed is measured, for footnotes and JSON.
-pub const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
+pub const SPEED_METHOD: &str = "causal models: greedy generation of --gen-len tokens after a fixed prompt of --prompt-len pseudo-random token ids (both cut to fit small contexts; the lengths used are in the JSON), batch 1, with the KV cache; prefill = prompt tokens / time to the first new token, decode = new tokens after the first / the remaining time. BERT: batches of one sentence of --prompt-len words. BLIP-2 / MiniGPT-4: image encode = seconds for one image of the model's size through the vision encoder, the Q-Former and the projection (pixel values given; reading and resizing a file not included), timed apart from the text-only prefill and decode. Median of --runs timed runs after one warm-up run, (min–max) in brackets; load = reading the weights onto the device";
 
 /// How memory is measured, for footnotes and JSON.
 pub const MEMORY_METHOD: &str = "peak resident memory (VmHWM, Linux) of a child process of zoo that loaded and measured only this model on this backend: weights, activations and the backend's own allocations; GPU memory is not included; MB = 10⁶ bytes";
@@ -178,6 +178,13 @@ pub fn causal_rates<B: Backend, M: CausalLm<B>>(
     Ok((prefill, decode))
 }
 
+/// Seconds to encode one image (vision encoder, Q-Former, projection) in each of `runs` timed
+/// runs after one warm-up run; see [`SPEED_METHOD`].
+pub fn image_encode_secs<B: Backend>(model: &crate::blip2::Blip2Lm<B>, runs: usize) -> Vec<f64> {
+    model.time_image_encode();
+    (0..runs).map(|_| model.time_image_encode()).collect()
+}
+
 /// Measures the model at `model` on backend `B`: load time, speed (see [`SPEED_METHOD`]) and,
 /// with `text`, perplexity (causal LMs, [`PERPLEXITY_METHOD`]) or pseudo-perplexity (BERT
 /// masked LMs, [`PSEUDO_PERPLEXITY_METHOD`]). Peak memory is added by the caller, which knows
@@ -279,6 +286,10 @@ pub fn measure<B: Backend>(
     let prompt_len = s.prompt_len.min(context / 2).max(1);
     let gen_len = s.gen_len.min(context - prompt_len);
     let (prefill, decode) = causal_rates(&lm, prompt_len, gen_len, s.runs)?;
+    let image = match &lm.model {
+        CausalModel::Blip2(m) => Some(image_encode_secs(m, s.runs)),
+        _ => None,
+    };
     let mut out = json!({
         "family": model.family.name(),
         "model": model.path,
@@ -290,6 +301,11 @@ pub fn measure<B: Backend>(
         "decode_tok_s": if decode.is_empty() { Value::Null } else { spread(&decode) },
         "weights": s.format.describe(),
     });
+    if let (Some(secs), CausalModel::Blip2(m)) = (image, &lm.model) {
+        out["image_encode_secs"] = spread(&secs);
+        out["image_tokens"] = json!(m.config.num_query_tokens);
+        out["image_size"] = json!(m.config.vision.image_size);
+    }
     let (ids, window, stride) = match scoring {
         None => return Ok(out),
         Some(Err(note)) => {

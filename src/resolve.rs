@@ -88,7 +88,8 @@ pub enum ResolveError {
 }
 
 /// Resolves a model folder by reading `model_type` from its `config.json`; a `.gguf` file is
-/// a LLaMA-family model.
+/// a LLaMA-family model; a folder in MiniGPT-4's release layout (see `zoo_blip2::release`) is
+/// BLIP-2.
 pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
     if !path.exists() {
         return Err(ResolveError::NotFound(path.display().to_string()));
@@ -116,6 +117,13 @@ pub fn resolve_path(path: &Path) -> Result<ModelRef, ResolveError> {
         };
         return Ok(ModelRef {
             family,
+            path: path.to_path_buf(),
+        });
+    }
+    if zoo_blip2::release::is_release(path) {
+        // MiniGPT-4's own release: LAVIS checkpoints and a vicuna/ folder, no config.json.
+        return Ok(ModelRef {
+            family: Family::Blip2,
             path: path.to_path_buf(),
         });
     }

@@ -1,5 +1,6 @@
 //! `zoo bench`: warm-up, then R timed runs; median and spread of prefill and decode tokens/s
-//! (causal models) or sentences/s (BERT), load time and peak memory.
+//! (causal models) or sentences/s (BERT), a BLIP-2 model's image-encoding seconds, load time
+//! and peak memory.
 
 use burn_zoo::bench::{peak_rss_bytes, BenchSettings};
 use serde_json::json;
@@ -85,6 +86,19 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
     row("prefill", "prefill_tok_s", "tok/s");
     row("decode", "decode_tok_s", "tok/s");
     row("sentences", "sentences_per_s", "sentences/s");
+    let image = &report["image_encode_secs"];
+    if !image.is_null() {
+        println!(
+            "image      {:>10.4} s median to encode one {}x{} image into {} query tokens  (min {:.4}, max {:.4}, {} runs)",
+            image["median"].as_f64().unwrap_or(0.0),
+            report["image_size"],
+            report["image_size"],
+            report["image_tokens"],
+            image["min"].as_f64().unwrap_or(0.0),
+            image["max"].as_f64().unwrap_or(0.0),
+            image["runs"].as_array().map_or(0, Vec::len)
+        );
+    }
     println!(
         "peak RSS   {:.1} MB",
         report["peak_rss_bytes"].as_u64().unwrap_or(0) as f64 / 1e6

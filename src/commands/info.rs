@@ -228,6 +228,9 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
     // The config as the loader reads it: one `forward` would refuse is refused here too,
     // never echoed as facts.
     burn_zoo::describe::catalog_entry(model, &model.path.display().to_string())?;
+    if burn_zoo::blip2::release::is_release(&model.path) {
+        return release_facts(model);
+    }
     let text =
         std::fs::read_to_string(model.path.join("config.json")).context("reading config.json")?;
     let config: serde_json::Value = serde_json::from_str(&text).context("parsing config.json")?;
@@ -296,4 +299,31 @@ fn folder_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
         };
     }
     Ok(facts)
+}
+
+/// `folder_facts` of a MiniGPT-4 release folder: the language model's shape from
+/// `vicuna/config.json`, the parameters counted from the tensors its load uses.
+fn release_facts(model: &ModelRef) -> anyhow::Result<serde_json::Value> {
+    let config = burn_zoo::blip2::release::read_config(&model.path)?;
+    let counts = burn_zoo::blip2::release::parameter_counts(&model.path)?;
+    let t = &config.text;
+    let params = counts.vision + counts.qformer + counts.language_model;
+    Ok(json!({
+        "path": model.path,
+        "family": model.family.name(),
+        "model_type": "minigpt4 (LAVIS release layout)",
+        "layers": t.num_hidden_layers,
+        "hidden": t.hidden_size,
+        "heads": t.num_attention_heads,
+        "kv_heads": t.num_key_value_heads.unwrap_or(t.num_attention_heads),
+        "vocab": t.vocab_size,
+        "context": t.context_length(),
+        "parameters": params,
+        "fp32_bytes": params * 4,
+        "fp16_bytes": params * 2,
+        "vision_parameters": counts.vision,
+        "qformer_parameters": counts.qformer,
+        "language_model_parameters": counts.language_model,
+        "image_tokens": config.num_query_tokens,
+    }))
 }

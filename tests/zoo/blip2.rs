@@ -388,3 +388,325 @@ fn bad_images_are_clear_errors() {
         "{stderr}"
     );
 }
+
+// MiniGPT-4's own release layout (tests/fixtures/blip2/minigpt4: the tiny model's weights under
+// LAVIS's names, see zoo_blip2::release) against the HF folder and transformers.
+
+fn release_dir() -> PathBuf {
+    dir().join("minigpt4")
+}
+
+struct ReleaseParity {
+    kind: BackendKind,
+}
+
+impl ReleaseParity {
+    fn run<B: Backend>(self, device: B::Device) {
+        let reference = reference();
+        let hf = zoo_blip2::open::<B>(&model_dir(), &device).unwrap();
+        let release = zoo_blip2::open::<B>(&release_dir(), &device).unwrap();
+        assert_eq!(release.model.config, hf.model.config);
+        let input_ids = ids(&reference["input_ids"]);
+        for name in ["a.png", "c.png"] {
+            let label = format!("{name} on {}", self.kind.name());
+            let r = &reference["images"][name];
+            hf.model.set_image(&dir().join(name)).unwrap();
+            release.model.set_image(&dir().join(name)).unwrap();
+            let want = hf.forward_rows(&input_ids, Logits::All).unwrap();
+            let got = release.forward_rows(&input_ids, Logits::All).unwrap();
+            let diff = max_abs_diff(&got, &want);
+            eprintln!("  {label}: release vs HF folder logits max |diff| = {diff:e}");
+            // The HF fixture's qkv bias has a (random) k third that LAVIS's q_bias / v_bias
+            // cannot hold; softmax cancels it, so the logits agree to rounding.
+            assert!(
+                diff < 1e-4,
+                "{label}: the release's logits differ by {diff}"
+            );
+            let config = GenerationConfig {
+                stop_ids: Some(Vec::new()),
+                ..GenerationConfig::greedy(ids(&r["greedy"]).len())
+            };
+            let out = release.generate(&input_ids, &config, |_| true).unwrap();
+            assert_eq!(out.ids, ids(&r["greedy"]), "{label}: greedy tokens");
+        }
+    }
+}
+
+/// The release layout gives the HF folder's logits (to rounding: see ReleaseParity) and
+/// exactly transformers' greedy tokens.
+#[test]
+fn minigpt4_release_matches_hf_folder_on_every_backend() {
+    on_every_backend!(|kind| ReleaseParity { kind });
+}
+
+/// The verification interface, chat, info and bench on the release folder.
+#[test]
+fn zoo_commands_on_the_minigpt4_release() {
+    let reference = reference();
+    let release = release_dir().display().to_string();
+    let hf = model_dir().display().to_string();
+    let input_ids = id_list(&ids(&reference["input_ids"]));
+    let image = dir().join("a.png").display().to_string();
+    let r = &reference["images"]["a.png"];
+    for backend in backend_names() {
+        let greedy = ids(&r["greedy"]);
+        let out = zoo(&[
+            "generate",
+            &release,
+            "--image",
+            &image,
+            "--ids",
+            &input_ids,
+            "--greedy",
+            "--ignore-eos",
+            "--max-new-tokens",
+            &greedy.len().to_string(),
+            "--backend",
+            &backend,
+            "--json",
+        ]);
+        let value = stdout_json(&out);
+        assert_eq!(ids(&value["ids"]), greedy, "generate on {backend}");
+        let forward = |model: &str| {
+            let out = zoo(&[
+                "forward",
+                model,
+                "--image",
+                &image,
+                "--ids",
+                &input_ids,
+                "--backend",
+                &backend,
+                "--json",
+            ]);
+            rows(&stdout_json(&out)["logits"])
+        };
+        let got = forward(&release);
+        let diff = max_abs_diff(&got, &forward(&hf));
+        assert!(
+            diff < 1e-4,
+            "forward on {backend}: release vs HF folder differ by {diff}"
+        );
+        let diff = max_abs_diff(&got, &rows(&r["logits"]));
+        assert!(diff < 2e-3, "forward on {backend}: logits differ by {diff}");
+    }
+    let backend = &backend_names()[0];
+    let chat = |model: &str| {
+        let out = zoo(&[
+            "chat",
+            model,
+            "--image",
+            &image,
+            "--message",
+            reference["chat"]["message"].as_str().unwrap(),
+            "--max-new-tokens",
+            "10",
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        let value = stdout_json(&out);
+        (value["reply"].clone(), value["prompt_tokens"].clone())
+    };
+    assert_eq!(chat(&release), chat(&hf), "chat: release vs HF folder");
+
+    let info = |model: &str| stdout_json(&zoo(&["info", model, "--json"]));
+    let (a, b) = (info(&release), info(&hf));
+    for key in [
+        "qformer_parameters",
+        "language_model_parameters",
+        "image_tokens",
+        "layers",
+        "hidden",
+        "vocab",
+    ] {
+        assert_eq!(a[key], b[key], "info {key}: release vs HF folder");
+    }
+    // transformers 5 stores a qkv bias with a k third (zeros in a converted checkpoint); LAVIS
+    // only q_bias and v_bias: one hidden-size vector fewer per vision layer (2 layers of 32).
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(
+        n(&a, "vision_parameters") + 2 * 32,
+        n(&b, "vision_parameters")
+    );
+    assert_eq!(n(&a, "parameters") + 2 * 32, n(&b, "parameters"));
+}
+
+/// `zoo bench` reports the image-encoding time of a BLIP-2 model apart from the text rates.
+#[test]
+fn zoo_bench_reports_image_encode_time() {
+    for model in [model_dir(), release_dir()] {
+        let model = model.display().to_string();
+        let out = zoo(&[
+            "bench",
+            &model,
+            "--prompt-len",
+            "8",
+            "--gen-len",
+            "4",
+            "--runs",
+            "3",
+            "--backend",
+            &backend_names()[0],
+            "--json",
+        ]);
+        let value = stdout_json(&out);
+        let image = &value["image_encode_secs"];
+        let median = image["median"].as_f64().unwrap();
+        eprintln!("  {model}: image encode median {median:e} s");
+        assert!(median > 0.0 && median < 60.0, "{image}");
+        assert_eq!(image["runs"].as_array().unwrap().len(), 3);
+        assert!(image["min"].as_f64().unwrap() > 0.0);
+        assert_eq!(value["image_tokens"], 4);
+        assert!(value["prefill_tok_s"]["median"].as_f64().unwrap() > 0.0);
+        // The text report has the line too.
+        let out = zoo(&[
+            "bench",
+            &model,
+            "--prompt-len",
+            "8",
+            "--gen-len",
+            "4",
+            "--runs",
+            "1",
+            "--backend",
+            &backend_names()[0],
+        ]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("to encode one 32x32 image into 4 query tokens"),
+            "{text}"
+        );
+    }
+}
+
+/// A copy of the release folder (with its vicuna/ subfolder), to damage.
+fn copy_release() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    };
+    copy(&release_dir(), tmp.path());
+    std::fs::create_dir(tmp.path().join("vicuna")).unwrap();
+    copy(&release_dir().join("vicuna"), &tmp.path().join("vicuna"));
+    tmp
+}
+
+struct LoadError {
+    dir: PathBuf,
+}
+
+impl LoadError {
+    fn run<B: Backend>(self, device: B::Device) -> String {
+        zoo_blip2::load::<B>(&self.dir, &device)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+}
+
+fn release_error(dir: &Path) -> String {
+    zoo_backends::with_backend!(cpu_backend(), |B, device| {
+        (LoadError {
+            dir: dir.to_path_buf(),
+        })
+        .run::<B>(device)
+    })
+    .unwrap()
+}
+
+/// Missing, misshapen and unused tensors are errors naming the tensor as the release's files
+/// name it; a missing or doubled file is an error saying what the layout expects; through the
+/// library and through the `zoo` binary.
+#[test]
+fn minigpt4_release_errors_are_clear() {
+    let expect = |dir: &Path, needles: &[&str]| {
+        let err = release_error(dir);
+        eprintln!("  {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "expected `{needle}` in: {err}");
+        }
+    };
+    // No projection: the BLIP-2 checkpoint alone.
+    let tmp = copy_release();
+    std::fs::remove_file(tmp.path().join("pretrained_minigpt4.pth")).unwrap();
+    expect(tmp.path(), &["no pretrained_minigpt4.pth", "vicuna/"]);
+    // Two projections.
+    let tmp = copy_release();
+    std::fs::copy(
+        tmp.path().join("pretrained_minigpt4.pth"),
+        tmp.path().join("prerained_minigpt4_7b.pth"),
+    )
+    .unwrap();
+    expect(
+        tmp.path(),
+        &["several candidates", "prerained_minigpt4_7b.pth"],
+    );
+    // No vision encoder.
+    let tmp = copy_release();
+    std::fs::remove_file(tmp.path().join("eva_vit_g.pth")).unwrap();
+    expect(tmp.path(), &["no vision encoder", "eva_vit_g.pth"]);
+    // No language model.
+    let tmp = copy_release();
+    std::fs::remove_dir_all(tmp.path().join("vicuna")).unwrap();
+    expect(tmp.path(), &["vicuna/config.json"]);
+    // The projection file replaced by the BLIP-2 checkpoint: llama_proj is missing.
+    let tmp = copy_release();
+    std::fs::copy(
+        tmp.path().join("blip2_pretrained_flant5xxl.pth"),
+        tmp.path().join("pretrained_minigpt4.pth"),
+    )
+    .unwrap();
+    expect(tmp.path(), &["`llama_proj.", "is missing"]);
+    // Sizes that do not fit the tensors: the misshapen one is named.
+    let tmp = copy_release();
+    let path = tmp.path().join("minigpt4.json");
+    let mut config = json(&path);
+    config["vision_config"]["intermediate_size"] = 40.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    expect(
+        tmp.path(),
+        &["`visual_encoder.blocks.0.mlp.fc1.", "has shape [64"],
+    );
+    // One Q-Former layer fewer than the checkpoint has: its tensors are unused.
+    let tmp = copy_release();
+    let mut config = json(&tmp.path().join("minigpt4.json"));
+    config["qformer_config"]["num_hidden_layers"] = 1.into();
+    std::fs::write(tmp.path().join("minigpt4.json"), config.to_string()).unwrap();
+    expect(
+        tmp.path(),
+        &[
+            "not used",
+            "Qformer.bert.encoder.layer.1.attention.self.query.weight",
+        ],
+    );
+    // An unknown field in minigpt4.json.
+    let tmp = copy_release();
+    std::fs::write(tmp.path().join("minigpt4.json"), r#"{"vision": {}}"#).unwrap();
+    expect(tmp.path(), &["minigpt4.json", "unknown field `vision`"]);
+    // Through the binary: a clear message, no panic.
+    let tmp = copy_release();
+    std::fs::remove_file(tmp.path().join("eva_vit_g.pth")).unwrap();
+    let out = zoo(&[
+        "generate",
+        &tmp.path().display().to_string(),
+        "--image",
+        &dir().join("a.png").display().to_string(),
+        "--ids",
+        "3,3,3,3,1",
+        "--max-new-tokens",
+        "1",
+        "--backend",
+        &backend_names()[0],
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("no vision encoder"), "{stderr}");
+}

@@ -10,6 +10,8 @@
 //!   zoo-llama's.
 //! - [`load`]: checkpoint names to module fields, strict about every tensor; [`open`] adds the
 //!   tokenizer, the image processor and MiniGPT-4's chat format ([`chat`]).
+//! - [`release`]: MiniGPT-4's own release (`pretrained_minigpt4.pth`, LAVIS's BLIP-2 and
+//!   EVA ViT-g checkpoints, a `vicuna/` folder), which [`load`] and [`open`] also read.
 //! - [`Blip2Lm`]: the model as a causal LM whose first forward pass splices the image in.
 
 pub mod chat;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod image;
 pub mod load;
 pub mod model;
+pub mod release;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -41,6 +44,14 @@ pub enum Blip2Error {
         /// The file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// A MiniGPT-4 release folder lacks a file, or has two candidates for one.
+    #[error("{dir}: {reason}")]
+    Layout {
+        /// The folder.
+        dir: PathBuf,
+        /// What is missing or ambiguous, and the layout expected.
         reason: String,
     },
     /// The weights do not fit the config, or the file is damaged.
@@ -110,17 +121,34 @@ impl<B: Backend> Blip2Lm<B> {
         let start = Instant::now();
         let values = self.pixel_values(path)?;
         let preprocess_secs = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let embeds = self.model.image_embeds(self.pixel_tensor(values));
-        // Wait for the device, so that the time is the encoder's.
-        let embeds = Tensor::from_data(embeds.into_data(), &self.device());
-        let encode_secs = start.elapsed().as_secs_f64();
+        let (embeds, encode_secs) = self.encode(values);
         *self.image.lock().expect("image lock") = Some(embeds);
         Ok(ImageStats {
             preprocess_secs,
             encode_secs,
             tokens: self.config.num_query_tokens,
         })
+    }
+
+    /// The query embeddings of pixel values and the seconds the encoding took (vision
+    /// encoder, Q-Former, projection, waiting for the device).
+    fn encode(&self, values: Vec<f32>) -> (Tensor<B, 3>, f64) {
+        let pixels = self.pixel_tensor(values);
+        let start = Instant::now();
+        let embeds = self.model.image_embeds(pixels);
+        // Wait for the device, so that the time is the encoder's.
+        let embeds = Tensor::from_data(embeds.into_data(), &self.device());
+        (embeds, start.elapsed().as_secs_f64())
+    }
+
+    /// Seconds to encode one image of the model's size (a fixed synthetic pattern, already
+    /// normalised: the encoder's time does not depend on the pixels), for benchmarks.
+    pub fn time_image_encode(&self) -> f64 {
+        let s = self.config.vision.image_size;
+        let values = (0..3 * s * s)
+            .map(|i| ((i % 251) as f32 / 125.0 - 1.0) * 1.5)
+            .collect();
+        self.encode(values).1
     }
 
     /// Sets (or clears) the image's query embeddings directly.

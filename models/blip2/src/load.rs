@@ -24,6 +24,9 @@
 //! | `language_projection.{weight,bias}` `[d_text, dq]` | `language_projection` | |
 //! | `language_model.*` | `language_model` | read by zoo-llama's loader after dropping the prefix (`model.…`, `lm_head.weight`) |
 //!
+//! A folder in MiniGPT-4's own release layout (LAVIS names, no `config.json`) is read by
+//! [`crate::release`], which renames its tensors to these.
+//!
 //! Every `nn.Linear` is `[out, in]`. No tensor is skipped but LLaMA's `rotary_emb.inv_freq`
 //! buffers of old checkpoints.
 
@@ -54,8 +57,12 @@ fn read_text(path: &Path) -> Result<String, Blip2Error> {
     })
 }
 
-/// Reads `config.json` from a model folder.
+/// Reads `config.json` from a model folder (a MiniGPT-4 release folder's config from
+/// [`crate::release::read_config`]).
 pub fn read_config(dir: &Path) -> Result<Blip2Config, Blip2Error> {
+    if crate::release::is_release(dir) {
+        return crate::release::read_config(dir);
+    }
     let path = dir.join("config.json");
     let text = read_text(&path)?;
     Blip2Config::from_json(&text).map_err(|reason| Blip2Error::Config { path, reason })
@@ -90,12 +97,18 @@ pub fn open_with<B: Backend>(
 ) -> Result<Blip2Generator<B>, Blip2Error> {
     let (config, model) = load_with(dir, device, format)?;
     let preprocessor = read_preprocessor(dir, &config)?;
-    let tokenizer = TextTokenizer::from_dir(dir)?;
+    // A MiniGPT-4 release keeps the tokenizer with its language model.
+    let lm_dir = if crate::release::is_release(dir) {
+        dir.join(crate::release::VICUNA_DIR)
+    } else {
+        dir.to_path_buf()
+    };
+    let tokenizer = TextTokenizer::from_dir(&lm_dir)?;
     let chat = config.image_token_index.map(|id| {
         Arc::new(MiniGpt4Format::new(id, config.num_query_tokens)) as Arc<dyn ChatFormat>
     });
     let mut eos_ids = config.text.eos_ids();
-    let gen = dir.join("generation_config.json");
+    let gen = lm_dir.join("generation_config.json");
     if gen.is_file() {
         let value: serde_json::Value =
             serde_json::from_str(&read_text(&gen)?).map_err(|e| Blip2Error::Config {
@@ -134,6 +147,9 @@ pub fn load_with<B: Backend>(
     device: &B::Device,
     format: WeightFormat,
 ) -> Result<(Blip2Config, Blip2<B>), Blip2Error> {
+    if crate::release::is_release(dir) {
+        return crate::release::load_with(dir, device, format);
+    }
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
     let model = from_weights(&config, &mut weights, format, device)?;
@@ -148,6 +164,40 @@ pub fn from_weights<B: Backend>(
     format: WeightFormat,
     device: &B::Device,
 ) -> Result<Blip2<B>, WeightError> {
+    let ImageSide {
+        vision_model,
+        query_tokens,
+        qformer,
+        language_projection,
+    } = image_side(config, weights, device)?;
+    // The language model under its own names.
+    weights.rename_prefix("language_model.", "");
+    weights.set_format(format);
+    let language_model = zoo_llama::from_weights(&config.text, weights, None, device)?;
+    Ok(Blip2 {
+        vision_model,
+        query_tokens,
+        qformer,
+        language_projection,
+        language_model,
+        image_token_index: config.image_token_index,
+    })
+}
+
+/// The modules before the language model: vision encoder, query tokens, Q-Former, projection.
+pub(crate) struct ImageSide<B: Backend> {
+    pub vision_model: VisionModel<B>,
+    pub query_tokens: Param<Tensor<B, 2>>,
+    pub qformer: QFormer<B>,
+    pub language_projection: Dense<B>,
+}
+
+/// Reads the image side under the HF names of the table above (always f32).
+pub(crate) fn image_side<B: Backend>(
+    config: &Blip2Config,
+    weights: &mut Weights,
+    device: &B::Device,
+) -> Result<ImageSide<B>, WeightError> {
     weights.set_format(WeightFormat::AS_STORED);
     let vision_model = vision(config, weights, device)?;
     let nq = config.num_query_tokens;
@@ -163,17 +213,11 @@ pub fn from_weights<B: Backend>(
         LinearLayout::OutIn,
         device,
     )?;
-    // The language model under its own names.
-    weights.rename_prefix("language_model.", "");
-    weights.set_format(format);
-    let language_model = zoo_llama::from_weights(&config.text, weights, None, device)?;
-    Ok(Blip2 {
+    Ok(ImageSide {
         vision_model,
         query_tokens,
         qformer,
         language_projection,
-        language_model,
-        image_token_index: config.image_token_index,
     })
 }
 

@@ -481,8 +481,20 @@ impl Weights {
     /// prefix over its base model); a name both hold takes `other`'s tensor.
     pub fn overlay(&mut self, other: Weights) {
         self.source_name = format!("{} + {}", self.source_name, other.source_name);
+        self.absorb(other, "");
+    }
+
+    /// Moves every tensor of `other` in, named `prefix` + its name; a tensor already here under
+    /// that name is replaced (checkpoints read in sequence, the later file winning, as a
+    /// non-strict `load_state_dict` of each does). Used and skipped marks come along.
+    pub fn absorb(&mut self, other: Weights, prefix: &str) {
         for (name, entry) in other.entries {
+            let used = other.used.contains(&name);
+            let name = format!("{prefix}{name}");
             self.used.remove(&name);
+            if used {
+                self.used.insert(name.clone());
+            }
             self.entries.insert(name, entry);
         }
     }
