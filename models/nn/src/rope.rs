@@ -284,8 +284,8 @@ fn rope_host<B: Backend>(
                     row[p] = x1 * cr[c] - x2 * sr[c];
                     row[q] = x2 * cr[c] + x1 * sr[c];
                 }
-                for c in 2 * half..d {
-                    row[c] = at(c);
+                for (c, x) in row.iter_mut().enumerate().skip(2 * half) {
+                    *x = at(c);
                 }
             }
         }

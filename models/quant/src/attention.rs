@@ -688,6 +688,9 @@ mod tests {
             .collect()
     }
 
+    /// Whether query `i` of batch row `b` must not see key `j`.
+    type Hidden<'a> = dyn Fn(usize, usize, usize) -> bool + 'a;
+
     /// The definition in f64, from contiguous `[b, h, t, d]` / `[b, kvh, s, d]` arrays.
     #[allow(clippy::too_many_arguments)]
     fn reference(
@@ -698,7 +701,7 @@ mod tests {
         kvh: usize,
         s: usize,
         dv: usize,
-        hidden: &dyn Fn(usize, usize, usize) -> bool,
+        hidden: &Hidden<'_>,
         scale: f64,
     ) -> Vec<f64> {
         let mut out = vec![0f64; b * t * h * dv];
@@ -768,7 +771,7 @@ mod tests {
             let causal = move |_: usize, i: usize, j: usize| j > past + i;
             let padding = |bi: usize, _: usize, j: usize| pad[bi * s + j];
             let none = |_: usize, _: usize, _: usize| false;
-            let masks: [(Mask<'_>, &dyn Fn(usize, usize, usize) -> bool); 3] = [
+            let masks: [(Mask<'_>, &Hidden<'_>); 3] = [
                 (Mask::None, &none),
                 (Mask::Causal { past }, &causal),
                 (
