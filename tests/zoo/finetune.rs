@@ -624,10 +624,14 @@ impl FullCase {
 /// the measured values): f32 gradients that differ from PyTorch's in the last bits move the
 /// weights by that much times the learning rate per step.
 fn full_tolerances(kind: BackendKind) -> (f32, f32) {
-    if kind.is_gpu() {
-        (1e-3, 1e-2)
-    } else {
-        (1e-4, 2e-3)
+    match kind {
+        k if k.is_gpu() => (1e-3, 1e-2),
+        // Measured 1.05e-4 after 4 AdamW steps (SGD: 2.4e-6): AdamW divides each update by
+        // √v̂ + ε, which magnifies ndarray's less exact gradients (its approximate SIMD
+        // reciprocal, see the LoRA bound above) where a gradient is small.
+        BackendKind::NdArray => (2.5e-4, 2e-3),
+        // Measured 2.9e-7 (AdamW) and 1.2e-7 (SGD) on flex.
+        _ => (1e-5, 2e-3),
     }
 }
 

@@ -105,16 +105,9 @@ pub fn load_with<B: Backend>(
 ) -> Result<(BertConfig, Bert<B>), BertError> {
     let config = read_config(dir)?;
     let mut weights = Weights::open(dir)?;
-    // On the CPU backends f32 matrices are multiplied by zoo-quant's AVX-512 / AVX2 kernels
-    // (the same products; measured faster than Burn's matmul at sentence batches).
-    let matrices = match format.matrices {
-        None if zoo_nn::quant::runs_on_host::<B>(device) => Some(zoo_nn::quant::QType::F32),
-        m => m,
-    };
     weights.set_format(WeightFormat {
         embeddings: None,
         head: None,
-        matrices,
         ..format
     });
     let model = from_weights(&config, &mut weights, device)?;
