@@ -819,11 +819,20 @@ fn start_point(
     Ok(None)
 }
 
-/// The training and evaluation records, and the loop's settings with `--epochs` resolved.
-fn read_data(
+/// The training and evaluation records, encoded with `generator`'s tokenizer, prompt rule and
+/// chat format, and the loop's settings with `--epochs` resolved.
+fn read_data<B: Backend, M: CausalLm<B>>(
     options: &FinetuneOptions,
-    side: &TextSide<'_>,
+    generator: &crate::nn::TextGenerator<B, M>,
 ) -> Result<(Vec<Example>, Vec<Example>, TrainConfig), FinetuneError> {
+    let encode = |text: &str| generator.encode(text);
+    let side = &TextSide {
+        tokenizer: generator.tokenizer.as_ref(),
+        encode_prompt: &encode,
+        eos: generator.eos_ids.first().copied(),
+        vocab: generator.model.vocab_size(),
+        chat: generator.chat_format().ok(),
+    };
     let max_len = options.max_len.unwrap_or(usize::MAX);
     let examples = load_examples(&options.data, options.format, side, max_len)?;
     let eval = match &options.eval_data {
@@ -853,16 +862,7 @@ where
     M::InnerModule: Trainable<B::InnerBackend>,
 {
     let resume = start_point(options, "adapter_model.safetensors")?;
-    let vocab = generator.model.vocab_size();
-    let encode = |text: &str| generator.encode(text);
-    let side = TextSide {
-        tokenizer: generator.tokenizer.as_ref(),
-        encode_prompt: &encode,
-        eos: generator.eos_ids.first().copied(),
-        vocab,
-        chat: generator.chat_format().ok(),
-    };
-    let (examples, eval, train) = read_data(options, &side)?;
+    let (examples, eval, train) = read_data(options, &generator)?;
     let source = options.model.display().to_string();
     let mut model = generator.model.no_grad();
     let start_adapter = match &resume {
@@ -893,16 +893,7 @@ fn run_ptuning<B: AutodiffBackend>(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, FinetuneError> {
     let resume = start_point(options, ptuning::PREFIX_FILE)?;
-    let vocab = generator.model.vocab_size();
-    let encode = |text: &str| generator.encode(text);
-    let side = TextSide {
-        tokenizer: generator.tokenizer.as_ref(),
-        encode_prompt: &encode,
-        eos: generator.eos_ids.first().copied(),
-        vocab,
-        chat: generator.chat_format().ok(),
-    };
-    let (examples, eval, train) = read_data(options, &side)?;
+    let (examples, eval, train) = read_data(options, &generator)?;
     let crate::glm::Glm::V1(model) = generator.model else {
         return Err(FinetuneError::Config(
             "P-Tuning v2 is implemented for ChatGLM-6B (chatglm-6b layout), not ChatGLM2/3 or GLM-4"
@@ -945,16 +936,7 @@ fn run_full<B: AutodiffBackend>(
         ));
     }
     let resume = start_point(options, "model.safetensors")?;
-    let vocab = generator.model.vocab_size();
-    let encode = |text: &str| generator.encode(text);
-    let side = TextSide {
-        tokenizer: generator.tokenizer.as_ref(),
-        encode_prompt: &encode,
-        eos: generator.eos_ids.first().copied(),
-        vocab,
-        chat: generator.chat_format().ok(),
-    };
-    let (examples, eval, train) = read_data(options, &side)?;
+    let (examples, eval, train) = read_data(options, &generator)?;
     let prefix = full::gpt2_prefix(base)?;
     let trainer = Trainer::new(generator.model, examples, train, device)?;
     let save =
