@@ -453,6 +453,10 @@ struct GenParams {
     n: Option<i64>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    /// An extension that llama.cpp's server and vLLM take under the same name: generate past
+    /// the model's end-of-turn / end-of-text ids until `max_tokens` (or a `stop` text), as
+    /// benchmarks do to compare servers at equal lengths.
+    ignore_eos: Option<bool>,
 }
 
 /// Content: a string, or a list of parts of which the text parts are read.
@@ -856,6 +860,11 @@ fn generate(
         return Err(ApiError::bad("the prompt is empty").param("prompt"));
     }
     let checked = check_params(state, lm, params, prompt.len())?;
+    let stop_ids = if params.ignore_eos == Some(true) {
+        Vec::new()
+    } else {
+        stop_ids
+    };
     let (tx, rx) = unbounded_channel();
     let job = GenJob {
         prompt,

@@ -8,15 +8,46 @@ RSS of this process. Prints one JSON object.
 
 The prompt ids are the zoo's (`(i * 2654435761 + 12345) % min(vocab, 30000)`), so both sides
 do the same work. Pinned: llama-cpp-python==0.3.36 built with -DGGML_NATIVE=ON.
+
+    python tests/bench/llama_cpp_bench.py FILE.gguf --llama-bench PATH/llama-bench ...
+
+runs llama.cpp's own `llama-bench` instead (for instance built from the llama.cpp sources that
+llama-cpp-python's sdist vendors, `cmake -DGGML_NATIVE=ON`): prefill = its `pp` test of
+--prompt-len tokens, decode = its `tg` test of --gen-len tokens at a depth of --prompt-len
+(decoding after the prompt, as the zoo does), --runs repetitions each; its own random prompt.
 """
 import argparse
 import json
 import resource
 import statistics
+import subprocess
 import time
 
-import llama_cpp
-import numpy as np
+
+def spread(v):
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
+
+
+def with_llama_bench(a):
+    """Both rates from llama-bench's JSON (one sample per repetition)."""
+    def samples(*args):
+        cmd = [a.llama_bench, "-m", a.gguf, "-t", str(a.threads), "-r", str(a.runs), "-o", "json",
+               *args]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        (test,) = json.loads(out)
+        return test["samples_ts"], test.get("build_commit", "?")
+
+    prefill, commit = samples("-p", str(a.prompt_len), "-n", "0", "-b", str(a.prompt_len))
+    decode, _ = samples("-p", "0", "-n", str(a.gen_len), "-d", str(a.prompt_len))
+    print(json.dumps({
+        "engine": f"llama.cpp (llama-bench, {commit})",
+        "threads": a.threads,
+        "prompt_len": a.prompt_len,
+        "gen_len": a.gen_len,
+        "prefill_tok_s": spread(prefill),
+        "decode_tok_s": spread(decode),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    }))
 
 
 def last_logits(llm):
@@ -33,7 +64,14 @@ def main():
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen-len", type=int, default=64)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--llama-bench", help="llama.cpp's llama-bench binary, used instead of llama-cpp-python")
     a = p.parse_args()
+    if a.llama_bench:
+        return with_llama_bench(a)
+    global llama_cpp, np
+    import llama_cpp
+    import numpy as np
+
     llm = llama_cpp.Llama(a.gguf, n_ctx=a.prompt_len + a.gen_len + 8, n_threads=a.threads,
                           n_threads_batch=a.threads, n_batch=a.prompt_len, verbose=False)
     vocab = llm.n_vocab()
@@ -55,9 +93,6 @@ def main():
 
     run()  # warm-up
     rates = [run() for _ in range(a.runs)]
-
-    def spread(v):
-        return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
 
     print(json.dumps({
         "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",

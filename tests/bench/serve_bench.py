@@ -4,6 +4,14 @@ numbers of concurrent streams: `zoo serve` (started here) or any server already 
     python tests/bench/serve_bench.py --zoo target/release/zoo --model SmolLM2.gguf \\
         [--backend flex] [--parallel 16] [--streams 1,4,16] [--max-tokens 64] [--rounds 2]
     python tests/bench/serve_bench.py --url http://127.0.0.1:8080 --model-id NAME ...
+    python tests/bench/serve_bench.py --zoo target/release/zoo --model SmolLM2.gguf \\
+        --llama-server /path/to/llama-server [--threads 2] ...
+
+With `--llama-server`, llama.cpp's own server is started on the same file with the same number
+of threads and parallel slots (`-t`, `-np`, a context of `slots × --slot-context` tokens,
+continuous batching on), and the two servers are measured side by side: each wave runs on the
+zoo, then on llama.cpp, so both see the same load and the same drift. Peak RSS of each server
+(VmHWM) is reported at the end.
 
 Every request is a streaming chat completion (greedy, `max_tokens` tokens, a different
 question per stream, `stream_options.include_usage` for exact token counts). For each number
@@ -47,18 +55,22 @@ QUESTIONS = [
 ]
 
 
+IGNORE_EOS = False
+
+
 def stream_once(host, port, model, question, max_tokens):
     """One streaming chat request: (seconds to first token, seconds to the end, tokens)."""
-    body = json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": question}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-    )
+    request = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if IGNORE_EOS:
+        request["ignore_eos"] = True
+    body = json.dumps(request)
     conn = http.client.HTTPConnection(host, port, timeout=600)
     start = time.perf_counter()
     conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
@@ -127,6 +139,7 @@ def start_zoo(args):
            "--queue", "256"]
     if args.backend:
         cmd += ["--backend", args.backend]
+    cmd += args.zoo_arg
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in proc.stderr:
         if "http://" in line:
@@ -134,6 +147,75 @@ def start_zoo(args):
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, url
     raise RuntimeError("zoo serve did not start")
+
+
+def start_llama_server(args):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [args.llama_server, "-m", args.model, "--host", "127.0.0.1", "--port", str(port),
+           "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.parallel),
+           "-c", str(args.parallel * args.slot_context), "-cb", "--no-webui", "--log-disable"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {proc.returncode}: {' '.join(cmd)}")
+        time.sleep(0.2)
+    raise RuntimeError("llama-server did not become healthy")
+
+
+def peak_rss_mb(proc):
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def measure(servers, streams, rounds, max_tokens):
+    """Per server name, one row per number of streams; waves interleaved across servers."""
+    samples = {name: {n: ([], [], []) for n in streams} for name in servers}
+    for n in streams:
+        for _ in range(rounds):
+            for name, (host, port, model) in servers.items():
+                wall, results = wave(host, port, model, n, max_tokens)
+                agg, dec, ttft = samples[name][n]
+                tokens = sum(r[5] for r in results)
+                agg.append(tokens / wall)
+                firsts = [r[3] for r in results]
+                last = max(r[4] for r in results)
+                after_first = sum(max(r[5] - 1, 0) for r in results)
+                dec.append(after_first / max(last - statistics.median(firsts), 1e-9))
+                ttft.extend(r[0] for r in results)
+    table = {}
+    for name in servers:
+        rows = []
+        for n in streams:
+            agg, dec, ttft = samples[name][n]
+            rows.append({
+                "streams": n,
+                "aggregate_tok_s": statistics.median(agg),
+                "decode_tok_s": statistics.median(dec),
+                "ttft_p50_s": percentile(ttft, 50),
+                "ttft_p99_s": percentile(ttft, 99),
+                "requests": len(ttft),
+            })
+            print(f"{name}, {n} streams: {rows[-1]}", file=sys.stderr)
+        table[name] = rows
+    return table
 
 
 def main():
@@ -147,50 +229,72 @@ def main():
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--zoo-arg", action="append", default=[],
+                    help="one more argument for `zoo serve` (repeat), e.g. --int8-activations")
+    ap.add_argument("--llama-server", help="llama.cpp's llama-server binary: measured side by side")
+    ap.add_argument("--threads", type=int, default=2, help="llama-server's threads")
+    ap.add_argument("--slot-context", type=int, default=512,
+                    help="llama-server's context per slot (its -c is slots times this)")
+    ap.add_argument("--ignore-eos", action="store_true",
+                    help="every stream generates exactly --max-tokens tokens (the `ignore_eos` "
+                         "extension of llama.cpp's server, vLLM and `zoo serve`), so that servers "
+                         "whose answers differ in length are compared on equal work")
     args = ap.parse_args()
+    global IGNORE_EOS
+    IGNORE_EOS = args.ignore_eos
 
-    proc = None
-    if args.url:
-        url = args.url
-    else:
-        proc, url = start_zoo(args)
+    procs = {}
+    servers = {}
     try:
-        parsed = urllib.parse.urlparse(url)
-        host, port = parsed.hostname, parsed.port
-        conn = http.client.HTTPConnection(host, port)
-        conn.request("GET", "/v1/models")
-        models = json.loads(conn.getresponse().read())["data"]
-        model = args.model_id or models[0]["id"]
-        stream_once(host, port, model, "Hello!", 8)  # warm-up
-        rows = []
-        for n in [int(s) for s in args.streams.split(",")]:
-            ttft, agg, dec = [], [], []
-            for _ in range(args.rounds):
-                wall, results = wave(host, port, model, n, args.max_tokens)
-                tokens = sum(r[5] for r in results)
-                agg.append(tokens / wall)
-                firsts = [r[3] for r in results]
-                last = max(r[4] for r in results)
-                after_first = sum(max(r[5] - 1, 0) for r in results)
-                dec.append(after_first / max(last - statistics.median(firsts), 1e-9))
-                ttft.extend(r[0] for r in results)
-            rows.append({
-                "streams": n,
-                "aggregate_tok_s": statistics.median(agg),
-                "decode_tok_s": statistics.median(dec),
-                "ttft_p50_s": percentile(ttft, 50),
-                "ttft_p99_s": percentile(ttft, 99),
-                "requests": len(ttft),
-            })
-            print(f"{n} streams: {rows[-1]}", file=sys.stderr)
-        print("| streams | aggregate tok/s | decode tok/s | TTFT p50 (s) | TTFT p99 (s) |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
-        for r in rows:
-            print(f"| {r['streams']} | {r['aggregate_tok_s']:.1f} | {r['decode_tok_s']:.1f} | "
-                  f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} |")
-        print(json.dumps({"model": model, "max_tokens": args.max_tokens, "rows": rows}))
+        if args.url:
+            urls = {"server": args.url}
+        else:
+            proc, url = start_zoo(args)
+            procs["zoo"] = proc
+            urls = {"zoo": url}
+        if args.llama_server:
+            proc, url = start_llama_server(args)
+            procs["llama.cpp"] = proc
+            urls["llama.cpp"] = url
+        for name, url in urls.items():
+            parsed = urllib.parse.urlparse(url)
+            host, port = parsed.hostname, parsed.port
+            conn = http.client.HTTPConnection(host, port)
+            conn.request("GET", "/v1/models")
+            models = json.loads(conn.getresponse().read())["data"]
+            model = args.model_id or models[0]["id"]
+            stream_once(host, port, model, "Hello!", 8)  # warm-up
+            servers[name] = (host, port, model)
+        streams = [int(s) for s in args.streams.split(",")]
+        table = measure(servers, streams, args.rounds, args.max_tokens)
+        rss = {name: peak_rss_mb(proc) for name, proc in procs.items()}
+        names = list(servers)
+        head = "| streams |" + "".join(
+            f" {n} aggregate tok/s | {n} decode tok/s | {n} TTFT p50 (s) | {n} TTFT p99 (s) |"
+            for n in names)
+        if len(names) == 2:
+            head += f" aggregate {names[0]} / {names[1]} |"
+        print(head)
+        print("| ---: |" + " ---: |" * (4 * len(names) + (len(names) == 2)))
+        for i, n in enumerate(streams):
+            line = f"| {n} |"
+            for name in names:
+                r = table[name][i]
+                line += (f" {r['aggregate_tok_s']:.1f} | {r['decode_tok_s']:.1f} | "
+                         f"{r['ttft_p50_s']:.3f} | {r['ttft_p99_s']:.3f} |")
+            if len(names) == 2:
+                a, b = (table[name][i]["aggregate_tok_s"] for name in names)
+                line += f" {a / b:.2f}x |"
+            print(line)
+        for name, mb in rss.items():
+            if mb is not None:
+                print(f"peak RSS {name}: {mb:.0f} MB")
+        print(json.dumps({"max_tokens": args.max_tokens, "rounds": args.rounds,
+                          "ignore_eos": args.ignore_eos,
+                          "models": {n: servers[n][2] for n in names}, "rows": table,
+                          "peak_rss_mb": rss}))
     finally:
-        if proc:
+        for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=30)
 

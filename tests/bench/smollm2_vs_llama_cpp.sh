@@ -7,7 +7,8 @@
 #
 #   PYTHON=/tmp/zoo-venv/bin/python tests/bench/smollm2_vs_llama_cpp.sh [ZOO] [RUNS]
 #
-# PYTHON must have llama-cpp-python==0.3.36 (CMAKE_ARGS="-DGGML_NATIVE=ON" pip install …).
+# PYTHON must have llama-cpp-python==0.3.36 (CMAKE_ARGS="-DGGML_NATIVE=ON" pip install …), or
+# LLAMA_BENCH=path/to/llama-bench uses llama.cpp's own benchmark tool instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ZOO=${1:-target/release/zoo}
@@ -19,7 +20,7 @@ export RAYON_NUM_THREADS=$THREADS
 for round in 1 2; do
   "$ZOO" bench "$GGUF" --backend flex --prompt-len 128 --gen-len 64 --runs "$RUNS" --json > /tmp/zoo-bench.$round.json
   "$ZOO" bench "$GGUF" --backend flex --prompt-len 128 --gen-len 64 --runs "$RUNS" --int8-activations --json > /tmp/zoo-bench-int8.$round.json
-  "$PYTHON" tests/bench/llama_cpp_bench.py "$GGUF" --threads "$THREADS" --prompt-len 128 --gen-len 64 --runs "$RUNS" > /tmp/cpp-bench.$round.json
+  "$PYTHON" tests/bench/llama_cpp_bench.py "$GGUF" --threads "$THREADS" --prompt-len 128 --gen-len 64 --runs "$RUNS" ${LLAMA_BENCH:+--llama-bench "$LLAMA_BENCH"} > /tmp/cpp-bench.$round.json
 done
 /usr/bin/time -v "$ZOO" chat smollm2-135m-instruct --backend flex --message "What is the capital of France?" --max-new-tokens 32 --json > /tmp/zoo-chat.json 2> /tmp/zoo-chat.time
 "$PYTHON" - "$RUNS" <<'PY'

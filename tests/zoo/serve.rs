@@ -438,6 +438,54 @@ fn chat_completions_tokenize_and_32_concurrent_streams_on_every_backend() {
     }
 }
 
+/// `ignore_eos` (llama.cpp's and vLLM's extension): generation goes on past the model's
+/// end-of-text id up to `max_tokens`. The tiny model's end-of-text id is set to one of its own
+/// greedy tokens, so that without the flag the answer stops there.
+#[test]
+fn ignore_eos_generates_past_the_end_of_text_id() {
+    let (_tmp, dir) = tiny_chat_model();
+    let path = dir.display().to_string();
+    let prompt = "Hello there, how are you";
+    let generated = stdout_json(&zoo(&[
+        "generate",
+        &path,
+        "--prompt",
+        prompt,
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+        "--backend",
+        "flex",
+        "--json",
+    ]));
+    let greedy = ids(&generated["ids"]);
+    assert_eq!(greedy.len(), 8, "{generated}");
+    // The first greedy token after the first that was not generated before it.
+    let at = (1..greedy.len())
+        .find(|&i| !greedy[..i].contains(&greedy[i]))
+        .expect("the tiny model repeats one token");
+    set_config(&dir, "eos_token_id", json!(greedy[at]));
+    let server = Served::start(&[&path, "--backend", "flex"]);
+    let body = |ignore: bool| {
+        json!({"model": "tiny-chat", "prompt": prompt, "max_tokens": 8, "temperature": 0,
+               "ignore_eos": ignore})
+    };
+    let (status, stopped) = server.post("/v1/completions", &body(false));
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop", "{stopped}");
+    assert_eq!(stopped["usage"]["completion_tokens"], at + 1, "{stopped}");
+    let (status, full) = server.post("/v1/completions", &body(true));
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["choices"][0]["finish_reason"], "length", "{full}");
+    assert_eq!(full["usage"]["completion_tokens"], 8, "{full}");
+    let stopped_text = stopped["choices"][0]["text"].as_str().unwrap();
+    let full_text = full["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        full_text.starts_with(whole_chars(stopped_text)) && full_text.len() > stopped_text.len(),
+        "{stopped_text:?} then {full_text:?}"
+    );
+}
+
 fn assert_error(server: &Served, path: &str, body: &[u8], status: u16, param: Option<&str>) {
     let (got, text) = http(&server.addr, "POST", path, Some(body));
     let value: Value =

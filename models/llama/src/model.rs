@@ -283,7 +283,7 @@ impl<B: Backend> Llama<B> {
         let n = ids.len();
         assert_eq!(n, caches.len(), "one cache per sequence");
         let device = self.embed_tokens.device();
-        let mut rotations = Vec::with_capacity(n);
+        let (mut coss, mut sins) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for cache in caches.iter() {
             let past = cache.layers.first().map_or(0, KvCache::len);
             if past + 1 > self.max_positions {
@@ -292,8 +292,12 @@ impl<B: Backend> Llama<B> {
                     capacity: self.max_positions,
                 });
             }
-            rotations.push(self.rope.cos_sin(past, 1, &device));
+            let (cos, sin) = self.rope.cos_sin(past, 1, &device);
+            coss.push(cos);
+            sins.push(sin);
         }
+        // Row i rotates sequence i's new position: one rotation per layer for all of them.
+        let rotation = (Tensor::cat(coss, 0), Tensor::cat(sins, 0));
         let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let ids =
             Tensor::<B, 2, Int>::from_data(burn::tensor::TensorData::new(data, [n, 1]), &device);
@@ -304,7 +308,7 @@ impl<B: Backend> Llama<B> {
                 caches.iter_mut().map(|c| &mut c.layers[l]).collect();
             let h = layer
                 .self_attn
-                .forward_each(h, &rotations, &mut layer_caches)?;
+                .forward_each(h, &rotation, &mut layer_caches)?;
             x = x + h;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
@@ -365,25 +369,35 @@ impl<B: Backend> Attention<B> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// One new position for each of `n` sequences: the projections on the whole `[n, 1, d]`
-    /// batch, the rotation, cache append and attention per sequence.
+    /// One new position for each of `n` sequences: the projections and the rotation on the
+    /// whole `[n, 1, d]` batch (`cos`/`sin`: `[n, head_dim / 2]`, row i at sequence i's
+    /// position), the cache append and attention per sequence.
     fn forward_each(
         &self,
         x: Tensor<B, 3>,
-        rotations: &[(Tensor<B, 2>, Tensor<B, 2>)],
+        (cos, sin): &(Tensor<B, 2>, Tensor<B, 2>),
         caches: &mut [&mut KvCache<B>],
     ) -> Result<Tensor<B, 3>, CacheFull> {
         let [n, _, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, m: usize| y.reshape([n, 1, m, hd]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), h);
-        let k = heads(self.k_proj.forward(x.clone()), kv);
-        let v = heads(self.v_proj.forward(x), kv);
+        // The sequences stand on the position axis: `[1, heads, n, hd]`.
+        let by_position = |y: Tensor<B, 3>, m: usize| y.reshape([1, n, m, hd]).swap_dims(1, 2);
+        let q = rope_half(
+            by_position(self.q_proj.forward(x.clone()), h),
+            cos.clone(),
+            sin.clone(),
+        );
+        let k = rope_half(
+            by_position(self.k_proj.forward(x.clone()), kv),
+            cos.clone(),
+            sin.clone(),
+        );
+        let v = by_position(self.v_proj.forward(x), kv);
         let mut outs = Vec::with_capacity(n);
-        for (i, ((cos, sin), cache)) in rotations.iter().zip(caches.iter_mut()).enumerate() {
-            let qi = rope_half(q.clone().narrow(0, i, 1), cos.clone(), sin.clone());
-            let ki = rope_half(k.clone().narrow(0, i, 1), cos.clone(), sin.clone());
-            let vi = v.clone().narrow(0, i, 1);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let qi = q.clone().narrow(2, i, 1);
+            let ki = k.clone().narrow(2, i, 1);
+            let vi = v.clone().narrow(2, i, 1);
             let (ks, vs) = cache.append(ki, vi)?;
             outs.push(attention(qi, ks, vs, None, 1.0 / (hd as f64).sqrt()));
         }

@@ -16,7 +16,9 @@
 //! rayon's global pool); `ZOO_QUANT_BENCH_N=16` measures another n than 128 in the prefill
 //! columns; `ZOO_QUANT_BENCH_STAT=min` reports the fastest run instead of the median.
 //! `ZOO_QUANT_BENCH_TABLE=decode` times the matrix products of a SmolLM2-135M decode step
-//! instead (both products, per thread count).
+//! instead (both products, per thread count); `ZOO_QUANT_BENCH_GAP_US=30` busy-waits that many
+//! µs on the calling thread between its products, as a model's element-wise ops do between
+//! them (the pool's helpers must then be woken for every product).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -351,6 +353,18 @@ fn decode() {
         layers * shapes.len() + 1,
         bytes as f64 / 1e6,
     );
+    let gap = Duration::from_micros(
+        std::env::var("ZOO_QUANT_BENCH_GAP_US")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
+    let wait = |d: Duration| {
+        let t = Instant::now();
+        while t.elapsed() < d {
+            std::hint::spin_loop();
+        }
+    };
     for (threads, pool) in pools() {
         for set in sets() {
             for (p, name) in [(Product::Q8, "matmul"), (Product::Exact, "matmul_exact")] {
@@ -359,6 +373,7 @@ fn decode() {
                         for m in layer {
                             let x = if m.cols() == 576 { &x576 } else { &x1536 };
                             product(p, m, set, black_box(x), 1, &mut y[..m.rows()]);
+                            wait(gap);
                         }
                     }
                     product(p, &head, set, black_box(&x576), 1, &mut y);

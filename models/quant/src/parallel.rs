@@ -14,6 +14,9 @@ use crate::QMatrix;
 
 /// Below this many weight bytes × activation rows a product runs on the calling thread.
 const SERIAL_WORK: usize = 48 * 1024;
+/// How long the caller of a parallel product spins for its helpers' last tiles before it
+/// yields its core.
+const SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Tiles per thread when a product runs in parallel.
 const TILES_PER_THREAD: usize = 4;
 /// Activation rows per tile are capped so that a tile's quantised activations stay in L2.
@@ -277,12 +280,16 @@ pub(crate) fn run_tasks(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)
         rayon::spawn(move || s.work());
     }
     shared.work();
+    // Spin (rather than yield) while the helpers finish their last tiles: a yield hands the core
+    // to any other runnable thread — a server's network threads, a client on the same machine —
+    // for a whole time slice, long after the helpers are done. Only a wait far longer than a
+    // tile takes falls back to yielding.
+    let started = std::time::Instant::now();
     let mut spins = 0u32;
     while shared.finished.load(Ordering::Acquire) < tasks {
-        if spins < 1 << 11 {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % 256 == 0 && started.elapsed() > SPIN_WAIT {
             std::thread::yield_now();
         }
     }
