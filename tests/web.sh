@@ -2,7 +2,8 @@
 # The zoo's WebGPU page (examples/web) in headless Chromium on SwiftShader WebGPU, checked
 # against the native `zoo`: the greedy SmolLM2 chat answer (ids and text) equals `zoo generate`
 # and `zoo chat` on the same GGUF file and names Paris; the MiniLM sentence embeddings equal
-# `zoo embed` (cosine >= 0.9999). Called by tests/run.sh after the native build:
+# `zoo embed` (cosine >= 0.9999); the tiny GPT-2 fixture's greedy ids from its folder equal
+# `zoo generate`. Called by tests/run.sh after the native build:
 #
 #     ZOO_SMOLLM2_GGUF=F ZOO_MINILM_DIR=D tests/web.sh
 #
@@ -20,7 +21,7 @@ minilm=${ZOO_MINILM_DIR:?set ZOO_MINILM_DIR (zoo fetch all-minilm-l6-v2)}
 playwright=${ZOO_PLAYWRIGHT_DIR:-$cache/playwright-core-1.65.1}
 chromium=${ZOO_CHROMIUM:-$(command -v chromium)}
 if [ -d "$gguf" ]; then gguf=$(ls "$gguf"/*.gguf | head -1); fi
-max_new=${ZOO_WEB_MAX_NEW:-24}
+max_new=${ZOO_WEB_MAX_NEW:-12}
 question="What is the capital of France?"
 texts='["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]'
 pkg=$cache/web/pkg
@@ -33,7 +34,8 @@ t0=$(date +%s)
 examples/web/build.sh "$pkg" 2> >(tee "$tmp/build.log" >&2)
 t_build=$(( $(date +%s) - t0 ))
 
-"$ZOO" web --port 0 --pkg "$pkg" "$gguf" "$minilm" > "$tmp/url" 2> "$tmp/server.log" &
+gpt2=tests/fixtures/gpt2/tiny-a
+"$ZOO" web --port 0 --pkg "$pkg" "$gguf" "$minilm" "$gpt2" > "$tmp/url" 2> "$tmp/server.log" &
 server=$!
 for _ in $(seq 100); do [ -s "$tmp/url" ] && break; sleep 0.1; done
 base=$(head -1 "$tmp/url"); base=${base%/}
@@ -53,6 +55,11 @@ page "model=/models/$(basename "$minilm")&task=embed&prompt=$(enc "$texts")" > "
 t_embed=$(( $(date +%s) - t2 ))
 python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$texts" | "$ZOO" embed "$minilm" --json > "$tmp/native_embed.json"
 
+# GPT-2 from a Hugging Face folder (the tiny fixture: vocab.json + merges.txt + safetensors).
+page "model=/models/tiny-a&task=generate&prompt=$(enc "hello world")&max_new_tokens=8&greedy=1" > "$tmp/gpt2.json"
+gpt2_ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt_ids"])))' "$tmp/gpt2.json")
+"$ZOO" generate "$gpt2" --ids "$gpt2_ids" --greedy --max-new-tokens 8 --json > "$tmp/gpt2_native.json"
+
 python3 - "$tmp" "$pkg/zoo_web_bg.wasm" "$t_build" "$t_chat" "$t_embed" <<'PY'
 import gzip, json, math, os, sys
 tmp, wasm, t_build, t_chat, t_embed = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
@@ -70,11 +77,14 @@ cosines = [cos(a, b) for a, b in zip(emb["embeddings"], want["embeddings"])]
 assert min(cosines) >= 0.9999, cosines
 e = emb["embeddings"]
 assert cos(e[0], e[1]) > cos(e[0], e[2]), "similar sentences are not the closest"
+g, gn = load("gpt2.json"), load("gpt2_native.json")
+assert "error" not in g, g
+assert g["ids"] == gn["ids"], f"GPT-2: page ids {g['ids']} != zoo generate {gn['ids']}"
 data = open(wasm, "rb").read()
 print(json.dumps({
     "chat_text": chat["text"], "chat_ids": chat["ids"], "adapter": chat.get("adapter"),
     "prefill_s": round(chat["prefill_s"], 2), "decode_tok_s": round(chat["decode_tok_s"], 2),
-    "embed_cosines_vs_native": [round(c, 7) for c in cosines],
+    "embed_cosines_vs_native": [round(c, 7) for c in cosines], "gpt2_ids": g["ids"],
     "wasm_bytes": len(data), "wasm_gzip_bytes": len(gzip.compress(data, 9)),
     "build_s": t_build, "chat_page_s": t_chat, "embed_page_s": t_embed,
 }, indent=1))

@@ -134,9 +134,10 @@ fn relative(rest: &str) -> Option<PathBuf> {
 }
 
 async fn file(path: &Path) -> Response {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => reply(StatusCode::OK, content_type(&path.to_string_lossy()), bytes),
-        Err(_) => not_found(),
+    let owned = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || std::fs::read(owned)).await {
+        Ok(Ok(bytes)) => reply(StatusCode::OK, content_type(&path.to_string_lossy()), bytes),
+        _ => not_found(),
     }
 }
 

@@ -22,6 +22,7 @@ use zoo_nn::{
 };
 
 mod embed;
+mod gpt2;
 
 /// The backend: wgpu on the browser's WebGPU, f32 floats, i32 ints.
 pub type B = Wgpu;
@@ -46,10 +47,13 @@ pub async fn init_gpu() -> Result<String, JsError> {
     let setup = init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
     let info = setup.adapter.get_info();
     let limits = setup.device.limits();
+    let name = if info.name.is_empty() {
+        "the browser's adapter".to_string()
+    } else {
+        info.name
+    };
     Ok(format!(
-        "{} ({}, {:?}); max storage binding {} MiB, max buffer {} MiB",
-        info.name,
-        info.driver,
+        "{name} ({:?}); max storage binding {} MiB, max buffer {} MiB",
         info.backend,
         limits.max_storage_buffer_binding_size >> 20,
         limits.max_buffer_size >> 20
@@ -146,11 +150,8 @@ async fn text_job(
         .find(|n| n.ends_with(".gguf"))
         .map(str::to_string);
     let Some(gguf) = gguf else {
-        return Err(format!(
-            "{}: the page runs chat and generation from a .gguf file (LLaMA family); got {:?}",
-            job.model,
-            files.names().collect::<Vec<_>>()
-        ));
+        let lm = gpt2::open(&job.model, files, &device)?;
+        return complete(job, &lm, on_token).await;
     };
     let bytes = files.take(&gguf).expect("listed");
     let file = zoo_gguf::GgufFile::from_bytes(bytes).map_err(|e| format!("{gguf}: {e}"))?;
