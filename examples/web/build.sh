@@ -40,10 +40,12 @@ if [ ! -x "$wbg" ]; then
   rm -rf "$wbg_root" && mv "$wbg_root.part" "$wbg_root"
 fi
 
-# Debian's rustc builds the standard library for wasm32 from source (-Z build-std).
+# Debian's rustc builds the standard library for wasm32 from source (-Z build-std); from the
+# crate's folder, so that its .cargo/config.toml (getrandom's wasm_js cfg) applies.
+cd "$here"
 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$target \
   nice -n 10 /usr/bin/cargo build --release --locked --target wasm32-unknown-unknown \
-  -Z build-std=std,panic_abort -j "$jobs" --manifest-path "$here/Cargo.toml"
+  -Z build-std=std,panic_abort -j "$jobs"
 
 mkdir -p "$(dirname "$out")"
 tmp=$(mktemp -d "${out%/}.XXXXXX")
