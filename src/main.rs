@@ -67,6 +67,8 @@ enum Command {
     MergeAdapter(commands::finetune::MergeAdapterArgs),
     /// An OpenAI-compatible server: chat, completions, embeddings, a chat page at /.
     Serve(commands::serve::ServeArgs),
+    /// The zoo in a browser page on WebGPU: serves the page and the models' files.
+    Web(commands::web::WebArgs),
     /// Train CBOW or skip-gram word vectors on a text file.
     TrainWord2vec(commands::word2vec::TrainArgs),
     /// Nearest words by cosine similarity.
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => commands::finetune::finetune(&ctx, args),
         Command::MergeAdapter(args) => commands::finetune::merge_adapter(&ctx, args),
         Command::Serve(args) => commands::serve::serve(&ctx, args),
+        Command::Web(args) => commands::web::web(&ctx, args),
         Command::TrainWord2vec(args) => commands::word2vec::train(&ctx, args),
         Command::Similar(args) => commands::word2vec::similar(&ctx, args),
         Command::Analogy(args) => commands::word2vec::analogy(&ctx, args),

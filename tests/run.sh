@@ -98,4 +98,11 @@ export ZOO_TEST_REGISTRY=1
 step "tests on: $ZOO_TEST_BACKENDS"
 cargo test --release --workspace --features "$FEATURES" --no-fail-fast
 
+# The zoo in a browser page on WebGPU (SwiftShader in headless Chromium) against the native
+# binary; installs the wasm toolchain once (ZOO_SKIP_WEB=1 skips it).
+if [ -z "${ZOO_SKIP_WEB:-}" ] && [ -n "${ZOO_PLAYWRIGHT_DIR:-}" ]; then
+  step "the WebGPU page in headless Chromium (tests/web.sh)"
+  ZOO="$ZOO" tests/web.sh
+fi
+
 step "done"

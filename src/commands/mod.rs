@@ -11,6 +11,7 @@ pub mod info;
 pub mod quantize;
 pub mod run;
 pub mod serve;
+pub mod web;
 pub mod word2vec;
 
 use anyhow::{bail, Context as _};

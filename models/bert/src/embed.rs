@@ -275,6 +275,28 @@ impl<B: Backend> SentenceEncoder<B> {
         })
     }
 
+    /// An encoder from parts already loaded (a browser page's downloaded files); `tokenizer`
+    /// should have padding and truncation off, as [`read_tokenizer`] leaves it.
+    pub fn from_parts(
+        model: Bert<B>,
+        config: BertConfig,
+        pooling: Vec<Pooling>,
+        normalize: bool,
+        max_len: usize,
+        tokenizer: TextTokenizer,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            model,
+            config,
+            pooling,
+            normalize,
+            max_len,
+            tokenizer,
+            device: device.clone(),
+        }
+    }
+
     /// The tokenizer (padding and truncation off).
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
@@ -342,6 +364,15 @@ impl<B: Backend> SentenceEncoder<B> {
 
     /// Pooled (and normalised, if configured) vectors of already tokenized sequences, one batch.
     pub fn embed_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, BertError> {
+        let pooled = self.pooled_ids(seqs)?;
+        let dim = pooled.dims()[1];
+        let flat = to_vec(pooled)?;
+        Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+
+    /// [`SentenceEncoder::embed_ids`] left on the device, `[batch, dim]` (read it back
+    /// asynchronously in a browser).
+    pub fn pooled_ids(&self, seqs: &[Vec<u32>]) -> Result<Tensor<B, 2>, BertError> {
         let batch = Batch::new(
             seqs,
             None,
@@ -351,10 +382,7 @@ impl<B: Backend> SentenceEncoder<B> {
         )?;
         let (ids, types, mask) = batch.tensors::<B>(&self.device);
         let hidden = self.model.forward(ids, Some(types), Some(mask.clone()))?;
-        let pooled = pool(hidden, mask, &self.pooling, self.normalize);
-        let dim = pooled.dims()[1];
-        let flat = to_vec(pooled)?;
-        Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
+        Ok(pool(hidden, mask, &self.pooling, self.normalize))
     }
 
     /// The `top_k` most likely tokens for the single `[MASK]` in `text`.

@@ -17,8 +17,8 @@ pub mod model;
 
 pub use config::{LlamaConfig, RopeScaling};
 pub use load::{
-    config_from_gguf, from_weights, load, load_gguf, load_with, open, open_with, LlamaError,
-    LlamaGenerator,
+    config_from_gguf, from_weights, load, load_gguf, load_with, open, open_gguf_file, open_with,
+    LlamaError, LlamaGenerator,
 };
 pub use model::{Llama, LlamaCache};
 pub use zoo_nn::chat::{render, ChatError, Message, Template};

@@ -577,7 +577,18 @@ fn open_gguf<B: Backend>(
         path: path.to_path_buf(),
         source,
     })?;
-    let (config, model) = load_gguf_file(&file, path, device, format)?;
+    open_gguf_file(&file, path, device, format)
+}
+
+/// [`open_with`] for a GGUF file already read (from memory: a browser's download);
+/// `path` names it in messages.
+pub fn open_gguf_file<B: Backend>(
+    file: &GgufFile,
+    path: &Path,
+    device: &B::Device,
+    format: WeightFormat,
+) -> Result<LlamaGenerator<B>, LlamaError> {
+    let (config, model) = load_gguf_file(file, path, device, format)?;
     let gguf_tok = if file.get("tokenizer.ggml.model").is_some() {
         Some(file.tokenizer().map_err(|source| LlamaError::Gguf {
             path: path.to_path_buf(),

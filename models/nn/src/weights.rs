@@ -154,7 +154,7 @@ fn check_matrix(name: &str, m: &QMatrix) -> Result<(), WeightError> {
 enum Entry {
     /// A tensor inside a memory-mapped safetensors file.
     Mapped {
-        file: Arc<Mmap>,
+        file: Arc<dyn AsRef<[u8]> + Send + Sync>,
         dtype: Dtype,
         shape: Vec<usize>,
         start: usize,
@@ -364,17 +364,34 @@ impl Weights {
         Ok(weights)
     }
 
+    /// The tensors of one safetensors file held in memory (a browser's download); `name`
+    /// names it in messages.
+    pub fn from_safetensors_bytes(name: &str, bytes: Vec<u8>) -> Result<Self, WeightError> {
+        let mut weights = Self::empty(name.to_string());
+        weights.add_safetensors_bytes(Path::new(name), Arc::new(bytes))?;
+        Ok(weights)
+    }
+
     fn add_safetensors(&mut self, path: &Path) -> Result<(), WeightError> {
         let file = File::open(path).map_err(io_err(path))?;
         // SAFETY: the map is read-only and the zoo never writes to checkpoint files; a file
         // truncated by another process while mapped is outside what any reader can defend.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+        self.add_safetensors_bytes(path, Arc::new(mmap))
+    }
+
+    fn add_safetensors_bytes(
+        &mut self,
+        path: &Path,
+        file: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    ) -> Result<(), WeightError> {
+        let data: &[u8] = (*file).as_ref();
         let bad = |reason: String| WeightError::Safetensors {
             path: path.to_path_buf(),
             reason,
         };
         let (header_len, metadata) =
-            SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
+            SafeTensors::read_metadata(data).map_err(|e| bad(e.to_string()))?;
         let data_start = 8 + header_len;
         let mut infos = Vec::new();
         for (name, info) in metadata.tensors() {
@@ -394,16 +411,15 @@ impl Weights {
                     info.shape
                 )));
             }
-            if data_start.checked_add(end).is_none_or(|e| e > mmap.len()) {
+            if data_start.checked_add(end).is_none_or(|e| e > data.len()) {
                 return Err(bad(format!(
                     "tensor `{name}` ends at byte {} but the file has {} bytes (truncated?)",
                     data_start.saturating_add(end),
-                    mmap.len()
+                    data.len()
                 )));
             }
             infos.push((name, info.dtype, info.shape.clone(), start, end));
         }
-        let file = Arc::new(mmap);
         for (name, dtype, shape, start, end) in infos {
             self.entries.insert(
                 name,
@@ -424,19 +440,29 @@ impl Weights {
             path: path.to_path_buf(),
             reason,
         })?;
-        let reader =
-            burn_store::pytorch::PytorchReader::new(path).map_err(|e| WeightError::Pytorch {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
+        #[cfg(target_arch = "wasm32")]
+        return Err(WeightError::Pytorch {
+            path: path.to_path_buf(),
+            reason: "PyTorch .bin checkpoints are not read in the browser build: use safetensors"
+                .into(),
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| {
+                WeightError::Pytorch {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
             })?;
-        for (name, snapshot) in reader.into_tensors() {
-            let data = snapshot.to_data().map_err(|e| WeightError::Pytorch {
-                path: path.to_path_buf(),
-                reason: format!("tensor `{name}`: {e:?}"),
-            })?;
-            self.entries.insert(name, Entry::Data(data));
+            for (name, snapshot) in reader.into_tensors() {
+                let data = snapshot.to_data().map_err(|e| WeightError::Pytorch {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{name}`: {e:?}"),
+                })?;
+                self.entries.insert(name, Entry::Data(data));
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// Where the tensors come from, for messages.
@@ -537,7 +563,7 @@ impl Weights {
                 start,
                 end,
                 ..
-            } => decode(name, *dtype, &file[*start..*end])?,
+            } => decode(name, *dtype, &(**file).as_ref()[*start..*end])?,
             Entry::Owned { data, .. } => data.clone(),
             Entry::Data(data) => data
                 .clone()
