@@ -102,7 +102,7 @@ pub struct FinetuneArgs {
     /// Truncate every record to this many tokens.
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// Evaluate on --eval-data every this many steps (and after the last).
+    /// Evaluate on --eval-data before the first step, every this many steps and after the last.
     #[arg(long)]
     pub eval_every: Option<usize>,
     /// Write a checkpoint (adapter, optimizer state, step) every this many steps.

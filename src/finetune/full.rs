@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -94,4 +95,37 @@ pub fn write_gpt2<B: Backend>(
 ) -> Result<(), FinetuneError> {
     std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
     super::merge::write_folder(base, dir, &gpt2_tensors(model, prefix))
+}
+
+/// Gives every parameter an id derived from its module path (FNV-1a of `h.0.attn.c_attn.weight`),
+/// so that an optimizer state saved in one run (Burn keys it by parameter id, and a loaded
+/// model's ids are random) finds its parameters in the next: what `--resume` needs.
+pub fn path_param_ids<B: Backend, M: Module<B>>(model: M) -> M {
+    model.map(&mut PathIds { path: Vec::new() })
+}
+
+struct PathIds {
+    path: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for PathIds {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        let hash = self
+            .path
+            .join(".")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+        Param::from_mapped_value(ParamId::from(hash), tensor, mapper)
+    }
 }

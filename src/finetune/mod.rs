@@ -642,7 +642,7 @@ pub struct FinetuneOptions {
     pub train: TrainConfig,
     /// Epochs instead of steps.
     pub epochs: Option<f64>,
-    /// Evaluate every this many steps (and after the last).
+    /// Evaluate before the first step (when not resuming), every this many steps and after the last.
     pub eval_every: Option<usize>,
     /// Write a checkpoint every this many steps.
     pub checkpoint_every: Option<usize>,
@@ -751,7 +751,11 @@ fn run_family<B: AutodiffBackend>(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, FinetuneError> {
     let model = resolve_path(&options.model).map_err(crate::Error::from)?;
-    let format = crate::nn::WeightFormat::AS_STORED;
+    // Training computes in f32: a GGUF's block-format matrices are dequantized once here.
+    // Kept packed, the GPU-style product would unpack every matrix (the tied LM head included)
+    // on every forward pass, which made LoRA on a Q4_1 SmolLM2 spend a fifth of its time
+    // unpacking (see docs/finetune.md).
+    let format = crate::nn::WeightFormat::dtype(crate::nn::QType::F32);
     match (options.method, model.family) {
         (Method::Lora, Family::Llama) => {
             let generator = crate::llama::open_with::<B>(&model.path, device, format)
@@ -924,12 +928,6 @@ fn run_full<B: AutodiffBackend>(
     device: &B::Device,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, FinetuneError> {
-    if options.resume || options.checkpoint_every.is_some() {
-        return Err(FinetuneError::Config(
-            "--method full does not write checkpoints or resume yet (lora and ptuning-v2 do)"
-                .into(),
-        ));
-    }
     if options.adapter.is_some() {
         return Err(FinetuneError::Config(
             "--adapter goes with lora or ptuning-v2, not --method full".into(),
@@ -938,7 +936,18 @@ fn run_full<B: AutodiffBackend>(
     let resume = start_point(options, "model.safetensors")?;
     let (examples, eval, train) = read_data(options, &generator)?;
     let prefix = full::gpt2_prefix(base)?;
-    let trainer = Trainer::new(generator.model, examples, train, device)?;
+    // A checkpoint is a whole model folder: resuming reopens it in place of the base.
+    let model = match &resume {
+        Some((_, dir)) => {
+            drop(generator);
+            crate::gpt2::open_with::<B>(dir, device, crate::nn::WeightFormat::AS_STORED)
+                .map_err(crate::Error::from)?
+                .model
+        }
+        None => generator.model,
+    };
+    let model = full::path_param_ids(model);
+    let trainer = Trainer::new(model, examples, train, device)?;
     let save =
         |model: &crate::gpt2::Gpt2<B>, dir: &Path| full::write_gpt2(dir, model, base, prefix);
     train_loop(trainer, &eval, resume, options, device, &save, on_event)
@@ -991,6 +1000,12 @@ where
         let inner = trainer.model().valid();
         eval_loss(&inner, eval, train.batch_size, train.pad_id, device)
     };
+    if !eval.is_empty() && options.eval_every.is_some_and(|n| n > 0) && trainer.steps_done() == 0 {
+        // The base's loss, before the first update: the point the evaluation curve starts from.
+        let loss = evaluate(&trainer)?;
+        eval_losses.push((0, loss));
+        on_event(Event::Eval { step: 0, loss });
+    }
     let started = Instant::now();
     let mut run_tokens = 0usize;
     while trainer.steps_done() < train.steps {

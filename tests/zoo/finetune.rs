@@ -701,3 +701,64 @@ fn cli_full_finetune_writes_a_model_folder() {
     let diff = crate::common::max_abs_diff(&logits, &rows(&r["probe_logits"]));
     assert!(diff < 2e-3, "the written folder's logits differ by {diff}");
 }
+
+/// `zoo finetune --method full` writes checkpoints (whole model folders with the optimizer
+/// state), and `--resume` from `checkpoint-2` redoes steps 3 and 4 with the same losses (the
+/// fourth needs AdamW's moments back) and ends with the same weights.
+#[test]
+fn cli_full_finetune_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("full");
+    let mut args: Vec<String> = [
+        "--backend",
+        "flex",
+        "--json",
+        "finetune",
+        &path_str(fixtures().join("gpt2/tiny-a")),
+        "--method",
+        "full",
+        "--data",
+        &path_str(data_path()),
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "linear",
+        "--batch-size",
+        "2",
+        "--steps",
+        "4",
+        "--no-shuffle",
+        "--out",
+        &path_str(out.clone()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut first_args = args.clone();
+    first_args.extend(["--checkpoint-every", "2"].map(String::from));
+    let first = losses(&stdout_json(&run_zoo(&first_args)));
+    assert_eq!(first.len(), 4);
+    let ckpt = out.join("checkpoint-2");
+    for f in ["model.safetensors", "config.json", "optimizer.bin"] {
+        assert!(ckpt.join(f).is_file(), "checkpoint-2/{f}");
+    }
+    type B = burn_zoo::backends::Flex;
+    let device = Default::default();
+    let r = reference("full_sgd");
+    let probe = crate::common::ids(&r["probe"]);
+    let logits = || {
+        let lm = burn_zoo::gpt2::open_with::<B>(&out, &device, WeightFormat::AS_STORED).unwrap();
+        crate::common::full_logits::<B, _>(&lm.model, &probe, &device)
+    };
+    let uninterrupted = logits();
+    args.push("--resume".to_string());
+    let resumed = losses(&stdout_json(&run_zoo(&args)));
+    assert_eq!(resumed.len(), 4);
+    for (a, b) in resumed.iter().zip(&first) {
+        assert!((a - b).abs() < 1e-6, "{resumed:?} vs {first:?}");
+    }
+    let diff = crate::common::max_abs_diff(&logits(), &uninterrupted);
+    assert!(diff < 1e-5, "resumed weights differ: logits by {diff}");
+}
