@@ -289,7 +289,7 @@ pub(crate) fn run_tasks(tasks: usize, threads: usize, f: &(dyn Fn(usize) + Sync)
     while shared.finished.load(Ordering::Acquire) < tasks {
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && started.elapsed() > SPIN_WAIT {
+        if spins.is_multiple_of(256) && started.elapsed() > SPIN_WAIT {
             std::thread::yield_now();
         }
     }
