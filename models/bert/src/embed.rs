@@ -264,15 +264,9 @@ impl<B: Backend> SentenceEncoder<B> {
                 reason: format!("max_seq_length {max_len} leaves no room for [CLS] and [SEP]"),
             });
         }
-        Ok(Self {
-            model,
-            config,
-            pooling,
-            normalize,
-            max_len,
-            tokenizer,
-            device: device.clone(),
-        })
+        Ok(Self::from_parts(
+            model, config, pooling, normalize, max_len, tokenizer, device,
+        ))
     }
 
     /// An encoder from parts already loaded (a browser page's downloaded files); `tokenizer`
