@@ -272,9 +272,10 @@ impl<B: Backend> Attention<B> {
         let [b, s, d] = x.dims();
         let (h, hd) = (self.heads, d / self.heads);
         let heads = |t: Tensor<B, 3>| t.reshape([b, s, h, hd]).swap_dims(1, 2);
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x.clone()));
+        let mut qkv = Dense::forward_many(&[&self.query, &self.key, &self.value], x.clone());
+        let v = heads(qkv.pop().expect("three projections"));
+        let k = heads(qkv.pop().expect("three projections"));
+        let q = heads(qkv.pop().expect("three projections"));
         let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt());
         let out = self.dense.forward(out.swap_dims(1, 2).reshape([b, s, d]));
         self.layer_norm.forward(x + out)

@@ -355,9 +355,8 @@ impl<B: Backend> Attention<B> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), h);
-        let k = heads(self.k_proj.forward(x.clone()), kv);
-        let v = heads(self.v_proj.forward(x), kv);
+        let [q, k, v] = self.qkv(x);
+        let (q, k, v) = (heads(q, h), heads(k, kv), heads(v, kv));
         let q = rope_half(q, cos.clone(), sin.clone());
         let k = rope_half(k, cos.clone(), sin.clone());
         let (k, v) = cache.append(k, v)?;
@@ -369,6 +368,15 @@ impl<B: Backend> Attention<B> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// The query, key and value projections of `x` (one pass on the CPU backends).
+    fn qkv(&self, x: Tensor<B, 3>) -> [Tensor<B, 3>; 3] {
+        let mut out = Dense::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let v = out.pop().expect("three projections");
+        let k = out.pop().expect("three projections");
+        let q = out.pop().expect("three projections");
+        [q, k, v]
+    }
+
     /// One new position for each of `n` sequences: the projections and the rotation on the
     /// whole `[n, 1, d]` batch (`cos`/`sin`: `[n, head_dim / 2]`, row i at sequence i's
     /// position), the cache append and attention per sequence.
@@ -382,17 +390,10 @@ impl<B: Backend> Attention<B> {
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // The sequences stand on the position axis: `[1, heads, n, hd]`.
         let by_position = |y: Tensor<B, 3>, m: usize| y.reshape([1, n, m, hd]).swap_dims(1, 2);
-        let q = rope_half(
-            by_position(self.q_proj.forward(x.clone()), h),
-            cos.clone(),
-            sin.clone(),
-        );
-        let k = rope_half(
-            by_position(self.k_proj.forward(x.clone()), kv),
-            cos.clone(),
-            sin.clone(),
-        );
-        let v = by_position(self.v_proj.forward(x), kv);
+        let [q, k, v] = self.qkv(x);
+        let q = rope_half(by_position(q, h), cos.clone(), sin.clone());
+        let k = rope_half(by_position(k, kv), cos.clone(), sin.clone());
+        let v = by_position(v, kv);
         let mut outs = Vec::with_capacity(n);
         for (i, cache) in caches.iter_mut().enumerate() {
             let qi = q.clone().narrow(2, i, 1);
@@ -412,8 +413,8 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - `x`: `[batch, t, d]` → `[batch, t, d]`
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = self.act.forward(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        self.down_proj
+            .forward(Dense::gated(&self.gate_proj, &self.up_proj, self.act, x))
     }
 }
 

@@ -461,6 +461,37 @@ impl QMatrix {
         self.matmul_exact_kernels(kernels.exact(self.qtype), x, n, y);
     }
 
+    /// [`QMatrix::matmul_exact`] of several matrices on the same activations, in one parallel
+    /// pass: `ys[i] = x · msᵢᵀ`, `x` `[n, cols]` shared (every matrix must have `cols`
+    /// columns), `ys[i]` `[n, msᵢ.rows()]`. The numbers are those of `matmul_exact` on each
+    /// matrix; the activations are packed once and the helpers woken once, which is what a
+    /// layer's q/k/v or gate/up projections gain from it.
+    ///
+    /// # Panics
+    /// When the shapes disagree (as `matmul_exact`).
+    pub fn matmul_exact_many(ms: &[&QMatrix], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
+        assert_eq!(ms.len(), ys.len(), "one output per matrix");
+        for (m, y) in ms.iter().zip(ys.iter()) {
+            m.check_shapes(x, n, y);
+        }
+        if n == 0 {
+            return;
+        }
+        let kernels = KernelSet::active();
+        let mut jobs: Vec<(&QMatrix, kernels::ExactKernels, &mut [f32])> = Vec::new();
+        for (m, y) in ms.iter().zip(ys.iter_mut()) {
+            if m.rows == 0 {
+                continue;
+            }
+            if m.cols == 0 {
+                y.fill(0.0);
+                continue;
+            }
+            jobs.push((m, kernels.exact(m.qtype), &mut **y));
+        }
+        parallel::matmul_exact_many(&mut jobs, x, n);
+    }
+
     /// `matmul_exact` with given kernels (tests reach kernel variants through this).
     pub(crate) fn matmul_exact_kernels(
         &self,

@@ -44,7 +44,13 @@ pub(crate) fn matmul(m: &QMatrix, kernel: TileFn, cb: usize, x: &[f32], n: usize
         (act_rows_fit / cb * cb).max(cb)
     };
     let parallel = threads > 1 && work >= SERIAL_WORK;
-    let grid = Grid::new(rows, n, act_chunk, 8, parallel.then_some(threads));
+    let grid = Grid::new(
+        rows,
+        n,
+        act_chunk,
+        8,
+        parallel.then_some(threads * TILES_PER_THREAD),
+    );
 
     let out = OutPtr(y.as_mut_ptr());
     let act = &act;
@@ -80,7 +86,8 @@ struct Grid {
 
 impl Grid {
     /// Activation rows in chunks of `act_chunk`; weight rows in chunks that are a multiple of
-    /// `row_align`. Run on `threads` (`None`: serially), there are several tiles per thread,
+    /// `row_align`. Run in parallel (`tiles`: how many are wanted; `None`: serially), there
+    /// are several tiles per thread,
     /// handed out dynamically, so that the calling thread absorbs the work of a helper that
     /// wakes late (and uneven threads balance); at least 16 rows each so that a tile amortises
     /// its setup.
@@ -89,14 +96,11 @@ impl Grid {
         n: usize,
         act_chunk: usize,
         row_align: usize,
-        threads: Option<usize>,
+        tiles: Option<usize>,
     ) -> Self {
         let act_chunks = n.div_ceil(act_chunk);
-        let row_chunks_wanted = match threads {
-            Some(threads) => (threads * TILES_PER_THREAD)
-                .div_ceil(act_chunks)
-                .min(rows / 16)
-                .max(1),
+        let row_chunks_wanted = match tiles {
+            Some(tiles) => tiles.div_ceil(act_chunks).min(rows / 16).max(1),
             None => 1,
         };
         let row_chunk = rows
@@ -135,58 +139,131 @@ const GEMM_ACT_CHUNK: usize = 192;
 
 /// Runs the exact kernels over all tiles of `y = x · Wᵀ`.
 pub(crate) fn matmul_exact(m: &QMatrix, k: ExactKernels, x: &[f32], n: usize, y: &mut [f32]) {
-    let (rows, cols, row_bytes) = (m.rows(), m.cols(), m.row_stride());
-    let bytes = m.bytes();
-    let threads = rayon::current_num_threads().max(1);
-    let work = rows.saturating_mul(row_bytes).saturating_mul(n);
-    let parallel = threads > 1 && work >= SERIAL_WORK;
+    matmul_exact_many(&mut [(m, k, y)], x, n);
+}
 
-    let gemm = k.gemm.filter(|g| n >= g.from);
-    let (kernel, row_align, act_align, act_max) = match gemm {
-        Some(g) => (
-            g.kernel,
-            g.rows,
-            g.lanes,
-            GEMM_ACT_CHUNK / g.lanes * g.lanes,
-        ),
-        // The streaming kernels read the weights once per tile: all activation rows in one.
-        None => (k.stream, 4, 1, n),
+/// One matrix's share of [`matmul_exact_many`]: its tiles and the layout they need.
+struct ExactPart<'a> {
+    m: &'a QMatrix,
+    kernel: crate::kernels::XTileFn,
+    /// Lanes of the packed activations for the panel kernel (`None`: streaming).
+    lanes: Option<usize>,
+    grid: Grid,
+    out: OutPtr,
+    /// The first task of this part.
+    first: usize,
+}
+
+/// `ys[i] = x · Wᵢᵀ` for matrices that share `x` (the same `cols`), as one parallel region: the
+/// activations are packed once per layout and all matrices' tiles are handed out together, so a
+/// layer's q/k/v (or gate/up) products cost one wake-up of the helpers instead of three. Each
+/// matrix is split into tiles in proportion to its share of the work; every tile computes
+/// exactly what `matmul_exact` of its matrix computes for those rows.
+pub(crate) fn matmul_exact_many(
+    jobs: &mut [(&QMatrix, ExactKernels, &mut [f32])],
+    x: &[f32],
+    n: usize,
+) {
+    let Some(first) = jobs.first() else {
+        return;
     };
-    let xp = match gemm {
-        Some(g) => pack(x, n, cols, g.lanes, parallel),
-        None => Vec::new(),
-    };
+    let cols = first.0.cols();
+    let threads = rayon::current_num_threads().max(1);
+    let works: Vec<usize> = jobs
+        .iter()
+        .map(|(m, _, _)| m.rows().saturating_mul(m.row_stride()).saturating_mul(n))
+        .collect();
+    let work: usize = works.iter().fold(0usize, |a, &w| a.saturating_add(w));
+    let parallel = threads > 1 && work >= SERIAL_WORK;
+    // Packed activations per lane count (one kernel set: in practice a single layout).
+    let mut packed: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut sums = false;
+    let mut parts = Vec::with_capacity(jobs.len());
+    let mut tasks = 0;
+    for ((m, k, y), &w) in jobs.iter_mut().zip(&works) {
+        debug_assert_eq!(
+            m.cols(),
+            cols,
+            "matrices of one product share their columns"
+        );
+        let gemm = k.gemm.filter(|g| n >= g.from);
+        let (kernel, row_align, act_align, act_max) = match gemm {
+            Some(g) => (
+                g.kernel,
+                g.rows,
+                g.lanes,
+                GEMM_ACT_CHUNK / g.lanes * g.lanes,
+            ),
+            // The streaming kernels read the weights once per tile: all activation rows in one.
+            None => (k.stream, 4, 1, n),
+        };
+        if let Some(g) = gemm {
+            if !packed.iter().any(|(l, _)| *l == g.lanes) {
+                packed.push((g.lanes, pack(x, n, cols, g.lanes, parallel)));
+            }
+        } else {
+            sums |= k.sums;
+        }
+        let act_chunk = n.div_ceil(n.div_ceil(act_max)).next_multiple_of(act_align);
+        // This matrix's share of the tiles: as many in all as the products would want one by
+        // one (small tiles keep the threads balanced when a helper wakes late), given out in
+        // proportion to the work.
+        let tiles = parallel.then(|| {
+            let all = threads * TILES_PER_THREAD * works.len();
+            let share = all as f64 * w as f64 / work.max(1) as f64;
+            (share.round() as usize).max(1)
+        });
+        let grid = Grid::new(m.rows(), n, act_chunk, row_align, tiles);
+        let part_tasks = grid.tasks();
+        parts.push(ExactPart {
+            m: *m,
+            kernel,
+            lanes: gemm.map(|g| g.lanes),
+            grid,
+            out: OutPtr(y.as_mut_ptr()),
+            first: tasks,
+        });
+        tasks += part_tasks;
+    }
     // Sums of each 32 activations, for streaming kernels that factor out block offsets.
-    let xs: Vec<f32> = if gemm.is_none() && k.sums {
+    let xs: Vec<f32> = if sums {
         x.chunks_exact(32).map(|c| c.iter().sum()).collect()
     } else {
         Vec::new()
     };
-    let act_chunk = n.div_ceil(n.div_ceil(act_max)).next_multiple_of(act_align);
-    let grid = Grid::new(rows, n, act_chunk, row_align, parallel.then_some(threads));
-
-    let out = OutPtr(y.as_mut_ptr());
-    let out = &out;
-    let (xp, xs) = (&xp[..], &xs[..]);
+    let (parts, packed, xs) = (&parts[..], &packed[..], &xs[..]);
     let run = |t: usize| {
-        let (r, c) = grid.tile(t);
+        let part = &parts[parts.partition_point(|p| p.first <= t) - 1];
+        let (m, grid) = (part.m, &part.grid);
+        let (rows, row_bytes) = (m.rows(), m.row_stride());
+        let (r, c) = grid.tile(t - part.first);
+        let xp = match part.lanes {
+            Some(l) => {
+                &packed
+                    .iter()
+                    .find(|(pl, _)| *pl == l)
+                    .expect("packed above")
+                    .1[..]
+            }
+            None => &[][..],
+        };
         let tile = XTile {
-            w: &bytes[r.start * row_bytes..r.end * row_bytes],
+            w: &m.bytes()[r.start * row_bytes..r.end * row_bytes],
             row_bytes,
             rows: r.len(),
             cols,
             x,
             xp,
             xs,
-            // SAFETY: in bounds of y (c.start < n, r.start < rows).
-            out: unsafe { out.0.add(c.start * rows + r.start) },
+            // SAFETY: in bounds of this part's y (c.start < n, r.start < rows).
+            out: unsafe { part.out.0.add(c.start * rows + r.start) },
             acts: c,
             out_stride: rows,
         };
         // SAFETY: as in `matmul`.
-        unsafe { kernel(&tile) };
+        unsafe { (part.kernel)(&tile) };
     };
-    run_tasks(grid.tasks(), if parallel { threads } else { 1 }, &run);
+    run_tasks(tasks, if parallel { threads } else { 1 }, &run);
 }
 
 /// `x` (`[n, cols]`) transposed in groups of `lanes` rows: `[⌈n/lanes⌉][cols][lanes]`, the

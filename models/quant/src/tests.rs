@@ -917,3 +917,41 @@ fn exact_public_api() {
     e.matmul_exact(&[], 3, &mut y);
     assert_eq!(y, [0.0; 6]);
 }
+
+/// `matmul_exact_many` gives, bit for bit, each matrix's own `matmul_exact` — mixed formats and
+/// row counts, few activation rows (streaming kernels) and many (panel kernels), with the
+/// thread pool's parallel split (the matrices are large enough to be split).
+#[test]
+fn matmul_exact_many_equals_each_product() {
+    let mut rng = Rng(0x5eed_0f_3a7);
+    let cols = 320;
+    let spec = [
+        (QType::F32, 96),
+        (QType::Q4_1, 200),
+        (QType::Q8_0, 64),
+        (QType::F16, 3),
+    ];
+    let ms: Vec<QMatrix> = spec
+        .iter()
+        .map(|&(t, rows)| QMatrix::quantize(t, rows, cols, &rng.values(rows * cols)).unwrap())
+        .collect();
+    let refs: Vec<&QMatrix> = ms.iter().collect();
+    for n in [1, 3, 7, 16, 40, 130] {
+        let x = rng.values(n * cols);
+        let mut many: Vec<Vec<f32>> = ms.iter().map(|m| vec![f32::NAN; n * m.rows()]).collect();
+        let mut outs: Vec<&mut [f32]> = many.iter_mut().map(|v| &mut v[..]).collect();
+        QMatrix::matmul_exact_many(&refs, &x, n, &mut outs);
+        for (m, got) in ms.iter().zip(&many) {
+            let mut want = vec![0f32; n * m.rows()];
+            m.matmul_exact(&x, n, &mut want);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} [{}, {cols}] n = {n}: the combined product differs",
+                m.qtype().name(),
+                m.rows()
+            );
+        }
+    }
+}

@@ -1105,8 +1105,53 @@ unsafe fn stream_tile<F: XFmt, V: Vf, const CMAX: usize>(t: &XTile<'_>) {
 /// Columns per panel step (a multiple of every block size).
 const KC: usize = 256;
 
+/// Cache lines to prefetch while a micro-kernel runs: `rows` rows of `lines` lines each,
+/// `stride` bytes apart from `base` (the next row group's part of the panel step).
+#[derive(Clone, Copy)]
+struct Ahead {
+    base: *const u8,
+    stride: usize,
+    lines: usize,
+    rows: usize,
+}
+
+impl Ahead {
+    const NONE: Ahead = Ahead {
+        base: std::ptr::null(),
+        stride: 0,
+        lines: 0,
+        rows: 0,
+    };
+}
+
+/// Column `k` of the micro-kernel: `acc[r][g] += w[r][k] · x[g][k]`.
+#[inline(always)]
+unsafe fn micro_step<V: Vf, const NR: usize, const CV: usize>(
+    w: *const f32,
+    ps: usize,
+    x: *const f32,
+    xs: usize,
+    k: usize,
+    acc: &mut [[V; CV]; NR],
+) {
+    unsafe {
+        let mut xv = [V::zero(); CV];
+        for g in 0..CV {
+            xv[g] = V::load(x.add(g * xs + k * V::L));
+        }
+        for r in 0..NR {
+            let wv = V::splat(w.add(r * ps + k));
+            for g in 0..CV {
+                acc[r][g] = V::fma(wv, xv[g], acc[r][g]);
+            }
+        }
+    }
+}
+
 /// `NR` panel rows × `CV` packed activation groups over `klen` columns, added into `y`
-/// (`[CV][NR][L]`). `w`: panel rows `ps` floats apart; `x`: groups `xs` floats apart.
+/// (`[CV][NR][L]`). `w`: panel rows `ps` floats apart; `x`: groups `xs` floats apart. One line
+/// of `ahead` is prefetched per column step, spread over the loop (a burst of prefetches
+/// before it stalls on the fill buffers while the lines come from L3 or memory).
 #[inline(always)]
 unsafe fn gemm_micro<V: Vf, const NR: usize, const CV: usize>(
     w: *const f32,
@@ -1115,20 +1160,23 @@ unsafe fn gemm_micro<V: Vf, const NR: usize, const CV: usize>(
     xs: usize,
     klen: usize,
     y: *mut f32,
+    ahead: Ahead,
 ) {
     unsafe {
         let mut acc = [[V::zero(); CV]; NR];
-        for k in 0..klen {
-            let mut xv = [V::zero(); CV];
-            for g in 0..CV {
-                xv[g] = V::load(x.add(g * xs + k * V::L));
+        let pf = (ahead.rows * ahead.lines).min(klen);
+        let (mut row, mut line) = (ahead.base, 0);
+        for k in 0..pf {
+            _mm_prefetch::<_MM_HINT_T0>(row.add(line * 64) as *const i8);
+            line += 1;
+            if line == ahead.lines {
+                line = 0;
+                row = row.add(ahead.stride);
             }
-            for r in 0..NR {
-                let wv = V::splat(w.add(r * ps + k));
-                for g in 0..CV {
-                    acc[r][g] = V::fma(wv, xv[g], acc[r][g]);
-                }
-            }
+            micro_step::<V, NR, CV>(w, ps, x, xs, k, &mut acc);
+        }
+        for k in pf..klen {
+            micro_step::<V, NR, CV>(w, ps, x, xs, k, &mut acc);
         }
         for g in 0..CV {
             for r in 0..NR {
@@ -1168,17 +1216,17 @@ unsafe fn gemm_tile<F: XFmt, V: Vf, const NR: usize, const CV: usize>(t: &XTile<
                 let nr = NR.min(t.rows - r0);
                 // The next row group's part of this step, fetched while this one computes
                 // (rows are far apart: the hardware prefetchers do not follow).
-                if r0 + NR < t.rows {
+                let mut ahead = if r0 + NR < t.rows {
                     let step = (b1 - b0) * F::BYTES + if last { tail * F::ELEM } else { 0 };
-                    for r in r0 + NR..(r0 + 2 * NR).min(t.rows) {
-                        let p = t.w.as_ptr().add(r * rb + b0 * F::BYTES);
-                        let mut o = 0;
-                        while o < step {
-                            _mm_prefetch::<_MM_HINT_T0>(p.add(o) as *const i8);
-                            o += 64;
-                        }
+                    Ahead {
+                        base: t.w.as_ptr().add((r0 + NR) * rb + b0 * F::BYTES),
+                        stride: rb,
+                        lines: step.div_ceil(64),
+                        rows: NR.min(t.rows - r0 - NR),
                     }
-                }
+                } else {
+                    Ahead::NONE
+                };
                 for r in 0..nr {
                     let wr = t.w.as_ptr().add((r0 + r) * rb);
                     let pr = panel.add(r * ps);
@@ -1203,10 +1251,13 @@ unsafe fn gemm_tile<F: XFmt, V: Vf, const NR: usize, const CV: usize>(t: &XTile<
                     let xg = t.xp.as_ptr().add(((g0 + g) * cols + k0) * l);
                     let yg = yq.add(g * NR * l);
                     match cv {
-                        1 => gemm_micro::<V, NR, 1>(panel, ps, xg, xs, klen, yg),
-                        2 => gemm_micro::<V, NR, 2>(panel, ps, xg, xs, klen, yg),
-                        _ => gemm_micro::<V, NR, CV>(panel, ps, xg, xs, klen, yg),
+                        1 => gemm_micro::<V, NR, 1>(panel, ps, xg, xs, klen, yg, ahead),
+                        2 => gemm_micro::<V, NR, 2>(panel, ps, xg, xs, klen, yg, ahead),
+                        _ => gemm_micro::<V, NR, CV>(panel, ps, xg, xs, klen, yg, ahead),
                     }
+                    // Prefetched by the first call (enough columns for every line in practice;
+                    // a short last step prefetches what it has time for).
+                    ahead = Ahead::NONE;
                     g += cv;
                 }
             }
