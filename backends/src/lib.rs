@@ -406,6 +406,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Backends panic when they find no device (no driver, no adapter); the panic is caught and the
 /// default panic message is silenced for the duration, so the caller decides what to print.
 pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
+    if kind.is_compiled() && kind.is_gpu() && kind != BackendKind::Cuda {
+        // Opens the wgpu device the way `wgpu_adapter` can still describe it afterwards.
+        let _ = wgpu_adapter();
+    }
     let outcome = silenced(|| {
         catch_unwind(AssertUnwindSafe(|| {
             with_backend!(kind, |B, device| { probe_on::<B>(device) })
@@ -426,8 +430,9 @@ pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
 }
 
 /// Turns a choice into the backend to use: a named one must open its device; `auto` takes CUDA
-/// if it opens a device, then a wgpu-family backend if it finds a discrete or integrated GPU
-/// (never a CPU emulation such as lavapipe, which is slower than flex), then flex, then ndarray.
+/// if it opens a device, then a wgpu-family backend if its default adapter is GPU hardware
+/// (never a CPU emulation such as lavapipe, which is slower than flex; see [`Adapter`]), then
+/// flex, then ndarray.
 pub fn resolve(choice: BackendChoice) -> Result<BackendKind, BackendError> {
     match choice {
         BackendChoice::Named(kind) => {
@@ -438,7 +443,7 @@ pub fn resolve(choice: BackendChoice) -> Result<BackendKind, BackendError> {
             for kind in BackendKind::compiled() {
                 let usable = match kind {
                     BackendKind::Wgpu | BackendKind::Vulkan | BackendKind::WebGpu => {
-                        silenced(|| has_hardware_gpu(kind))
+                        wgpu_adapter().is_ok_and(|adapter| adapter.is_hardware())
                     }
                     _ => probe(kind).is_ok(),
                 };
@@ -460,26 +465,75 @@ fn silenced<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// Whether a wgpu-family backend finds a discrete or integrated GPU adapter.
-#[allow(unused_variables)]
-fn has_hardware_gpu(kind: BackendKind) -> bool {
-    #[cfg(feature = "wgpu")]
-    {
-        use burn::backend::wgpu::WgpuDevice;
-        for device in [WgpuDevice::DiscreteGpu(0), WgpuDevice::IntegratedGpu(0)] {
-            let ok = catch_unwind(AssertUnwindSafe(|| match kind {
-                #[cfg(feature = "vulkan")]
-                BackendKind::Vulkan => probe_on::<burn::backend::Vulkan>(device.clone()),
-                #[cfg(feature = "webgpu")]
-                BackendKind::WebGpu => probe_on::<burn::backend::WebGpu>(device.clone()),
-                _ => probe_on::<burn::backend::Wgpu>(device.clone()),
-            }));
-            if matches!(ok, Ok(Ok(_))) {
-                return true;
-            }
-        }
+/// The adapter a wgpu-family backend runs on: what `auto` looks at, and what `zoo backends` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adapter {
+    /// The adapter's name (`NVIDIA H100 80GB HBM3`, `llvmpipe (LLVM 19.1.7, 256 bits)`).
+    pub name: String,
+    /// wgpu's device type: `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
+    pub device_type: String,
+    /// The graphics API (`Vulkan`, `Metal`, `Dx12`, `Gl`, `BrowserWebGpu`).
+    pub api: String,
+    /// The driver's name and version, as the driver reports them.
+    pub driver: String,
+}
+
+impl Adapter {
+    /// Whether this is GPU hardware rather than a CPU emulation (lavapipe, SwiftShader, WARP),
+    /// which is slower than the flex backend and so never chosen by `auto`.
+    pub fn is_hardware(&self) -> bool {
+        matches!(
+            self.device_type.as_str(),
+            "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu"
+        )
     }
-    false
+}
+
+impl fmt::Display for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.device_type, self.api)?;
+        if !self.driver.trim().is_empty() {
+            write!(f, ", driver {}", self.driver.trim())?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The adapter wgpu's default device opens (the highest-performance one it finds), or why none
+/// opens. Asked once per process, before anything else uses the wgpu device, and remembered.
+pub fn wgpu_adapter() -> Result<Adapter, BackendError> {
+    static ADAPTER: std::sync::OnceLock<Result<Adapter, String>> = std::sync::OnceLock::new();
+    ADAPTER
+        .get_or_init(|| {
+            silenced(|| {
+                catch_unwind(open_wgpu_adapter).unwrap_or_else(|p| Err(panic_message(p.as_ref())))
+            })
+        })
+        .clone()
+        .map_err(|reason| BackendError::NoDevice {
+            name: "wgpu",
+            reason,
+        })
+}
+
+#[cfg(feature = "wgpu")]
+fn open_wgpu_adapter() -> Result<Adapter, String> {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, RuntimeOptions, WgpuDevice};
+    // Registers the default device's server, exactly as its first use would.
+    let setup =
+        init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, RuntimeOptions::default());
+    let info = setup.adapter.get_info();
+    Ok(Adapter {
+        name: info.name.clone(),
+        device_type: format!("{:?}", info.device_type),
+        api: format!("{:?}", info.backend),
+        driver: format!("{} {}", info.driver, info.driver_info),
+    })
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu_adapter() -> Result<Adapter, String> {
+    Err(not_compiled(BackendKind::Wgpu).to_string())
 }
 
 /// The backends a test suite must cover: those named in `ZOO_TEST_BACKENDS` (comma separated;

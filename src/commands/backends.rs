@@ -16,6 +16,11 @@ fn stored_formats(kind: BackendKind) -> &'static str {
 
 /// Lists every backend the zoo knows, compiled in or not, and probes the compiled ones.
 pub fn backends(ctx: &Context) -> anyhow::Result<()> {
+    // The adapter first: asking for it opens wgpu's default device (see `wgpu_adapter`).
+    let wgpu_compiled = [BackendKind::Wgpu, BackendKind::Vulkan, BackendKind::WebGpu]
+        .iter()
+        .any(|k| k.is_compiled());
+    let adapter = wgpu_compiled.then(backends::wgpu_adapter);
     let mut rows = Vec::new();
     for kind in BackendKind::ALL {
         let (available, detail) = if !kind.is_compiled() {
@@ -25,12 +30,27 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
             )
         } else {
             match backends::probe(kind) {
-                Ok(device) => (true, format!("device opened: {device}")),
+                Ok(device) => match (&adapter, kind) {
+                    (
+                        Some(Ok(a)),
+                        BackendKind::Wgpu | BackendKind::Vulkan | BackendKind::WebGpu,
+                    ) => {
+                        let what = if a.is_hardware() {
+                            "a GPU"
+                        } else {
+                            "a CPU emulation: `auto` skips it, use it by name"
+                        };
+                        (true, format!("adapter: {a} — {what}"))
+                    }
+                    _ => (true, format!("device opened: {device}")),
+                },
                 Err(err) => (false, err.to_string()),
             }
         };
         rows.push((kind, available, detail));
     }
+    let auto = backends::resolve(backends::BackendChoice::Auto);
+    let auto_name = auto.as_ref().map(|k| k.name()).unwrap_or("none");
     if ctx.json {
         let list: Vec<_> = rows
             .iter()
@@ -44,7 +64,20 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        return print_json(&json!({ "backends": list }));
+        let adapter = match &adapter {
+            Some(Ok(a)) => json!({
+                "name": a.name,
+                "device_type": a.device_type,
+                "api": a.api,
+                "driver": a.driver,
+                "hardware": a.is_hardware(),
+            }),
+            Some(Err(err)) => json!({ "error": err.to_string() }),
+            None => serde_json::Value::Null,
+        };
+        return print_json(
+            &json!({ "backends": list, "wgpu_adapter": adapter, "auto": auto_name }),
+        );
     }
     println!(
         "{:<8} {:<9} {:<10} detail",
@@ -58,6 +91,13 @@ pub fn backends(ctx: &Context) -> anyhow::Result<()> {
             if available { "yes" } else { "no" },
             detail
         );
+    }
+    println!();
+    match &auto {
+        Ok(kind) => {
+            println!("auto: {kind} (CUDA if it opens a device, then a wgpu GPU adapter, then flex)")
+        }
+        Err(err) => println!("auto: {err}"),
     }
     println!();
     println!("weights in f16/bf16/block formats (--dtype, --quantize, GGUF files):");

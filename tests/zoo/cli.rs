@@ -188,4 +188,20 @@ fn backends_lists_every_backend() {
     let flex = list.iter().find(|b| b["name"] == "flex").unwrap();
     assert_eq!(flex["compiled"], true);
     assert_eq!(flex["available"], true);
+    // `auto` never picks a CPU emulation of a GPU (lavapipe here): only hardware adapters.
+    let adapter = &value["wgpu_adapter"];
+    if adapter["hardware"] == false {
+        assert!(
+            value["auto"] == "flex" || value["auto"] == "cuda",
+            "auto chose {} on a software adapter {adapter}",
+            value["auto"]
+        );
+    }
+    if let Some(kind) = adapter["device_type"].as_str() {
+        assert_eq!(
+            adapter["hardware"],
+            kind != "Cpu" && kind != "Other",
+            "{adapter}"
+        );
+    }
 }
