@@ -22,6 +22,9 @@ pub struct EmbedArgs {
     /// Fail instead of truncating texts longer than the model's maximum.
     #[arg(long)]
     pub no_truncate: bool,
+    /// A PEFT LoRA adapter folder to apply (e.g. one `zoo finetune --method lora` wrote).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
 }
@@ -46,6 +49,9 @@ pub struct FillMaskArgs {
     /// Candidates per mask.
     #[arg(long, default_value_t = 5, value_parser = super::positive)]
     pub top: usize,
+    /// A PEFT LoRA adapter folder to apply (e.g. one `zoo finetune --method lora` wrote).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 fn bert_model(spec: &str) -> anyhow::Result<ModelRef> {
@@ -66,6 +72,7 @@ fn embed_texts(
     batch: usize,
     truncate: bool,
     format: WeightFormat,
+    adapter: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     if batch == 0 {
         bail!("--batch-size must be at least 1");
@@ -74,7 +81,7 @@ fn embed_texts(
     let n = texts.len();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let (out, secs) =
-        burn_zoo::encoder::embed_on(kind, &model.path, &refs, batch, truncate, format)?;
+        burn_zoo::encoder::embed_on(kind, &model.path, &refs, batch, truncate, format, adapter)?;
     for (i, t) in out.truncated.iter().enumerate() {
         if *t {
             eprintln!(
@@ -111,6 +118,7 @@ pub fn embed(ctx: &Context, args: EmbedArgs) -> anyhow::Result<()> {
         args.batch_size,
         !args.no_truncate,
         args.weights.format()?,
+        args.adapter.as_deref(),
     )?;
     if ctx.json {
         return print_json(&json!({ "embeddings": vectors }));
@@ -132,6 +140,7 @@ pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
         32,
         true,
         WeightFormat::AS_STORED,
+        None,
     )?;
     let cos = |a: &[f32], b: &[f32]| {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -171,7 +180,13 @@ pub fn fill_mask(ctx: &Context, args: FillMaskArgs) -> anyhow::Result<()> {
         bail!("--top must be at least 1");
     }
     let kind = ctx.backend()?;
-    let masks = burn_zoo::encoder::fill_mask_on(kind, &model.path, &args.text, args.top)?;
+    let masks = burn_zoo::encoder::fill_mask_on(
+        kind,
+        &model.path,
+        &args.text,
+        args.top,
+        args.adapter.as_deref(),
+    )?;
     if ctx.json {
         let list: Vec<_> = masks
             .iter()

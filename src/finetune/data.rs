@@ -409,8 +409,15 @@ fn conversation(value: &Value, text: &TextSide<'_>) -> Result<Example, String> {
     let mut answer = tokenizer
         .encode(&messages[last_assistant].content, false)
         .map_err(|e| e.to_string())?;
-    let end = *stops
-        .first()
+    // The id that closes a turn: one the template itself writes in the prompt (ChatML's
+    // `<|im_end|>` after the system and user turns, even where the model's eos is `</s>`),
+    // else the first stop id (Vicuna / Llama-2 end only answers, with eos).
+    let last_prefix = prefixes.last().expect("an assistant turn");
+    let end = stops
+        .iter()
+        .copied()
+        .find(|s| last_prefix.contains(s))
+        .or_else(|| stops.first().copied())
         .ok_or("the chat format has no end-of-turn id and the model no eos id")?;
     answer.push(end);
     conversation_labels(&prefixes, &answer, &stops)

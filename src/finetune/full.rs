@@ -2,10 +2,13 @@
 //! is a Hugging Face folder (`model.safetensors` under the base checkpoint's names and
 //! layouts, in f32, beside a copy of the base folder's config and tokenizer files).
 //!
-//! Implemented for GPT-2. The checkpoint layout is the loader's table
-//! (models/gpt2/src/load.rs) read backwards: `Conv1D` weights are `[in, out]`, so the
+//! Implemented for GPT-2 and LLaMA. The checkpoint layout is the loader's table read
+//! backwards. GPT-2 (models/gpt2/src/load.rs): `Conv1D` weights are `[in, out]`, so the
 //! module's `[out, in]` matrices are transposed back; a tied LM head is `wte` and is not
-//! written (as transformers' `save_pretrained` leaves it out).
+//! written (as transformers' `save_pretrained` leaves it out). LLaMA (models/llama/src/load.rs):
+//! every matrix is an `nn.Linear`, `[out, in]` as the module holds it, q/k in HF's half-split
+//! order (the loader permutes only GGUF rows; the base must be an HF folder); a tied head is
+//! not written either.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +19,8 @@ use burn::tensor::Tensor;
 
 use super::FinetuneError;
 use crate::gpt2::Gpt2;
-use crate::nn::{Dense, LayerNorm};
+use crate::llama::Llama;
+use crate::nn::{Dense, LayerNorm, RmsNorm};
 
 /// Tensors by checkpoint name: `(shape, row-major f32 values)`.
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -73,6 +77,85 @@ pub fn gpt2_tensors<B: Backend>(model: &Gpt2<B>, prefix: &str) -> NamedTensors {
         put(&mut out, "lm_head.weight".to_string(), head.weight.val());
     }
     out
+}
+
+/// An `nn.Linear` layer: weight `[out, in]`, as the module holds it.
+fn put_linear<B: Backend>(out: &mut NamedTensors, name: &str, d: &Dense<B>) {
+    put(out, format!("{name}.weight"), d.weight.val());
+    if let Some(b) = &d.bias {
+        put(out, format!("{name}.bias"), b.val());
+    }
+}
+
+fn put_rms<B: Backend>(out: &mut NamedTensors, name: &str, n: &RmsNorm<B>) {
+    put(out, format!("{name}.weight"), n.weight.val());
+}
+
+/// Every parameter of a LLaMA module under its checkpoint name (`prefix` is `model.` or
+/// empty, as the base checkpoint names them).
+pub fn llama_tensors<B: Backend>(model: &Llama<B>, prefix: &str) -> NamedTensors {
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        format!("{prefix}embed_tokens.weight"),
+        model.embed_tokens.weight.val(),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let l = format!("{prefix}layers.{i}");
+        put_rms(
+            &mut out,
+            &format!("{l}.input_layernorm"),
+            &layer.input_layernorm,
+        );
+        let a = &layer.self_attn;
+        put_linear(&mut out, &format!("{l}.self_attn.q_proj"), &a.q_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.k_proj"), &a.k_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.v_proj"), &a.v_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.o_proj"), &a.o_proj);
+        put_rms(
+            &mut out,
+            &format!("{l}.post_attention_layernorm"),
+            &layer.post_attention_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.gate_proj"),
+            &layer.mlp.gate_proj,
+        );
+        put_linear(&mut out, &format!("{l}.mlp.up_proj"), &layer.mlp.up_proj);
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.down_proj"),
+            &layer.mlp.down_proj,
+        );
+    }
+    put_rms(&mut out, &format!("{prefix}norm"), &model.norm);
+    if let Some(head) = &model.lm_head {
+        put_linear(&mut out, "lm_head", head);
+    }
+    out
+}
+
+/// The prefix the LLaMA checkpoint of the folder `dir` puts on its names (`model.` or none).
+pub fn llama_prefix(dir: &Path) -> Result<&'static str, FinetuneError> {
+    let w = crate::nn::Weights::open(dir)?;
+    Ok(if w.contains("embed_tokens.weight") {
+        ""
+    } else {
+        "model."
+    })
+}
+
+/// Writes a trained LLaMA as a Hugging Face folder `dir`: `model.safetensors` plus the other
+/// files of the base folder `base` (config, tokenizer).
+pub fn write_llama<B: Backend>(
+    dir: &Path,
+    model: &Llama<B>,
+    base: &Path,
+    prefix: &str,
+) -> Result<(), FinetuneError> {
+    std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
+    super::merge::write_folder(base, dir, &llama_tensors(model, prefix))
 }
 
 /// The prefix the base checkpoint of `dir` puts on GPT-2's names (`transformer.` or none).

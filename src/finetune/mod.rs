@@ -12,6 +12,7 @@ pub mod merge;
 pub mod peft;
 pub mod ptuning;
 pub mod svg;
+pub mod torch_save;
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -218,10 +219,12 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + Trainable<B>> {
     device: B::Device,
 }
 
-/// A batch: ids and labels `[b, t]` row-major (right padded), and the tokens it holds.
+/// A batch: ids and labels `[b, t]` row-major (right padded), each row's real length, and the
+/// tokens it holds.
 struct Batch {
     ids: Vec<i64>,
     labels: Vec<i64>,
+    lengths: Vec<usize>,
     b: usize,
     t: usize,
     tokens: usize,
@@ -247,6 +250,7 @@ fn make_batch(examples: &[&Example], pad_id: u32) -> Batch {
     Batch {
         ids,
         labels,
+        lengths: examples.iter().map(|e| e.input_ids.len()).collect(),
         b,
         t,
         tokens: examples.iter().map(|e| e.input_ids.len()).sum(),
@@ -254,11 +258,11 @@ fn make_batch(examples: &[&Example], pad_id: u32) -> Batch {
 }
 
 impl Batch {
-    /// Labels the shifted loss scores.
-    fn scored(&self) -> usize {
+    /// Labels the loss scores: all but each row's first `shift` (see [`lm_loss_sum`]).
+    fn scored(&self, shift: usize) -> usize {
         (0..self.b)
             .map(|r| {
-                self.labels[r * self.t + 1..(r + 1) * self.t]
+                self.labels[r * self.t + shift..(r + 1) * self.t]
                     .iter()
                     .filter(|&&l| l != IGNORE)
                     .count()
@@ -273,24 +277,40 @@ impl Batch {
 /// # Shapes
 /// - `logits`: `[b, t, vocab]`, `labels`: `b * t` row-major → `[1]`
 pub fn causal_lm_loss_sum<B: Backend>(logits: Tensor<B, 3>, labels: &[i64]) -> Tensor<B, 1> {
+    lm_loss_sum(logits, labels, 1)
+}
+
+/// The summed cross-entropy of every scored label, the logits at position `i` scoring the label
+/// at `i + shift`: `shift` 1 is transformers' causal-LM loss, 0 BertForMaskedLM's (before the
+/// division by the number of scored labels).
+///
+/// # Shapes
+/// - `logits`: `[b, t, vocab]`, `labels`: `b * t` row-major → `[1]`
+pub fn lm_loss_sum<B: Backend>(logits: Tensor<B, 3>, labels: &[i64], shift: usize) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
     let device = logits.device();
-    let n = b * (t - 1);
+    let n = b * (t - shift);
     let mut targets = Vec::with_capacity(n);
     let mut weights = Vec::with_capacity(n);
     for r in 0..b {
-        for &l in &labels[r * t + 1..(r + 1) * t] {
+        for &l in &labels[r * t + shift..(r + 1) * t] {
             targets.push(if l == IGNORE { 0 } else { l });
             weights.push(if l == IGNORE { 0.0f32 } else { 1.0 });
         }
     }
-    let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]).reshape([n, v]), 1);
+    let logits = if shift == 0 {
+        logits
+    } else {
+        logits.slice([0..b, 0..t - shift, 0..v])
+    };
+    let logp = log_softmax(logits.reshape([n, v]), 1);
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
     let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
     (logp.gather(1, targets).reshape([n]) * weights).sum().neg()
 }
 
-/// Mean causal-LM loss of `examples` (batches of `batch_size`; no gradients, no dropout).
+/// Mean loss of `examples` (batches of `batch_size`; no gradients, no dropout): the causal-LM
+/// loss, or the masked-LM loss for a model whose [`Trainable::label_shift`] is 0.
 pub fn eval_loss<B: Backend, M: Trainable<B>>(
     model: &M,
     examples: &[Example],
@@ -306,12 +326,13 @@ pub fn eval_loss<B: Backend, M: Trainable<B>>(
             TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
             device,
         );
-        let logits = model.batch_logits(ids)?;
-        let s: f64 = causal_lm_loss_sum(logits, &batch.labels)
+        let shift = model.label_shift();
+        let logits = model.padded_logits(ids, &batch.lengths)?;
+        let s: f64 = lm_loss_sum(logits, &batch.labels, shift)
             .into_scalar()
             .elem();
         sum += s;
-        count += batch.scored();
+        count += batch.scored(shift);
     }
     Ok(sum / count.max(1) as f64)
 }
@@ -514,12 +535,13 @@ where
                 make_batch(&refs, self.config.pad_id)
             })
             .collect();
-        let total: usize = batches.iter().map(Batch::scored).sum();
+        let model = self.model.take().expect("model present");
+        let shift = model.label_shift();
+        let total: usize = batches.iter().map(|b| b.scored(shift)).sum();
         B::seed(
             &self.device,
             self.config.seed.wrapping_add(self.step as u64),
         );
-        let model = self.model.take().expect("model present");
         let mut accumulator = GradientsAccumulator::<M>::new();
         let mut loss = 0.0f64;
         let mut tokens = 0;
@@ -528,14 +550,14 @@ where
                 TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
                 &self.device,
             );
-            let logits = match model.batch_logits(ids) {
+            let logits = match model.padded_logits(ids, &batch.lengths) {
                 Ok(l) => l,
                 Err(e) => {
                     self.model = Some(model);
                     return Err(e);
                 }
             };
-            let part = causal_lm_loss_sum(logits, &batch.labels).div_scalar(total as f64);
+            let part = lm_loss_sum(logits, &batch.labels, shift).div_scalar(total as f64);
             let value: f64 = part.clone().into_scalar().elem();
             loss += value;
             tokens += batch.tokens;
@@ -668,7 +690,7 @@ pub enum Method {
         /// Prefix positions of a new prefix.
         pre_seq_len: Option<usize>,
     },
-    /// Every parameter (GPT-2), written as a Hugging Face folder (see [`full`]).
+    /// Every parameter (GPT-2, LLaMA), written as a Hugging Face folder (see [`full`]).
     Full,
 }
 
@@ -782,10 +804,62 @@ fn run_family<B: AutodiffBackend>(
         (Method::Full, Family::Gpt2) => {
             let generator = crate::gpt2::open_with::<B>(&model.path, device, format)
                 .map_err(crate::Error::from)?;
-            run_full(generator, &model.path, options, device, on_event)
+            let prefix = full::gpt2_prefix(&model.path)?;
+            let base = model.path.clone();
+            run_full(
+                generator,
+                options,
+                device,
+                &|dir| {
+                    Ok(
+                        crate::gpt2::open_with::<B>(
+                            dir,
+                            device,
+                            crate::nn::WeightFormat::AS_STORED,
+                        )
+                        .map_err(crate::Error::from)?
+                        .model,
+                    )
+                },
+                &|m, dir| full::write_gpt2(dir, m, &base, prefix),
+                on_event,
+            )
+        }
+        (Method::Full, Family::Llama) => {
+            if !model.path.is_dir() {
+                return Err(FinetuneError::Config(format!(
+                    "{}: full fine-tuning writes a Hugging Face folder and needs one as the base, not a GGUF file",
+                    model.path.display()
+                )));
+            }
+            let generator = crate::llama::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            let prefix = full::llama_prefix(&model.path)?;
+            let base = model.path.clone();
+            run_full(
+                generator,
+                options,
+                device,
+                &|dir| {
+                    Ok(crate::llama::open_with::<B>(
+                        dir,
+                        device,
+                        crate::nn::WeightFormat::AS_STORED,
+                    )
+                    .map_err(crate::Error::from)?
+                    .model)
+                },
+                &|m, dir| full::write_llama(dir, m, &base, prefix),
+                on_event,
+            )
+        }
+        (Method::Lora, Family::Bert) => {
+            let (_, bert) = crate::bert::load_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            run_bert(bert, options, device, on_event)
         }
         (Method::Full, other) => Err(FinetuneError::Config(format!(
-            "full fine-tuning is implemented for GPT-2, not {} models",
+            "full fine-tuning is implemented for GPT-2 and LLaMA, not {} models",
             other.name()
         ))),
         (Method::PtuningV2 { .. }, other) => Err(FinetuneError::Config(format!(
@@ -793,7 +867,7 @@ fn run_family<B: AutodiffBackend>(
             other.name()
         ))),
         (Method::Lora, other) => Err(FinetuneError::Config(format!(
-            "LoRA fine-tuning of {} models is not implemented yet (GPT-2 and LLaMA are)",
+            "LoRA fine-tuning of {} models is not implemented yet (GPT-2, LLaMA and BERT are)",
             other.name()
         ))),
     }
@@ -829,18 +903,39 @@ fn read_data<B: Backend, M: CausalLm<B>>(
     options: &FinetuneOptions,
     generator: &crate::nn::TextGenerator<B, M>,
 ) -> Result<(Vec<Example>, Vec<Example>, TrainConfig), FinetuneError> {
+    with_text_side(generator, |side| {
+        read_examples(options, options.format, side)
+    })
+}
+
+/// Calls `f` with what turning records into ids needs from `generator`: its tokenizer, prompt
+/// rule, first eos id, vocabulary and chat format (what `zoo finetune` reads records with).
+pub fn with_text_side<B: Backend, M: CausalLm<B>, T>(
+    generator: &crate::nn::TextGenerator<B, M>,
+    f: impl FnOnce(&TextSide<'_>) -> T,
+) -> T {
     let encode = |text: &str| generator.encode(text);
-    let side = &TextSide {
+    let side = TextSide {
         tokenizer: generator.tokenizer.as_ref(),
         encode_prompt: &encode,
         eos: generator.eos_ids.first().copied(),
         vocab: generator.model.vocab_size(),
         chat: generator.chat_format().ok(),
     };
+    f(&side)
+}
+
+/// The training and evaluation records of `options` read as `format`, and the loop's settings
+/// with `--epochs` resolved.
+fn read_examples(
+    options: &FinetuneOptions,
+    format: DataFormat,
+    side: &TextSide<'_>,
+) -> Result<(Vec<Example>, Vec<Example>, TrainConfig), FinetuneError> {
     let max_len = options.max_len.unwrap_or(usize::MAX);
-    let examples = load_examples(&options.data, options.format, side, max_len)?;
+    let examples = load_examples(&options.data, format, side, max_len)?;
     let eval = match &options.eval_data {
-        Some(path) => load_examples(path, options.format, side, max_len)?,
+        Some(path) => load_examples(path, format, side, max_len)?,
         None => Vec::new(),
     };
     let mut train = options.train.clone();
@@ -888,6 +983,61 @@ where
     train_loop(trainer, &eval, resume, options, device, &save, on_event)
 }
 
+/// LoRA on a BERT masked LM: BertForMaskedLM's loss on pre-tokenized records (`[MASK]` in
+/// `input_ids` where a token is hidden, its id in `labels` there and -100 elsewhere), written
+/// as a PEFT adapter of a plain `PeftModel` (PEFT has no masked-LM task type).
+fn run_bert<B: AutodiffBackend>(
+    bert: crate::bert::Bert<B>,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError> {
+    if bert.cls.is_none() {
+        return Err(FinetuneError::Config(format!(
+            "{}: this BERT checkpoint has no masked-LM head (cls.predictions); LoRA trains BERT \
+             with the masked-LM loss, which needs a BertForMaskedLM checkpoint",
+            options.model.display()
+        )));
+    }
+    if !matches!(options.format, DataFormat::Auto | DataFormat::Tokens) {
+        return Err(FinetuneError::Config(
+            "LoRA on BERT trains the masked-LM loss on pre-tokenized records \
+             ({\"input_ids\": [...], \"labels\": [...]}, [MASK] in the ids, -100 on unscored \
+             labels): give --format tokens"
+                .into(),
+        ));
+    }
+    let resume = start_point(options, "adapter_model.safetensors")?;
+    let no_text = |_: &str| -> Result<Vec<u32>, crate::nn::PipelineError> { Ok(Vec::new()) };
+    let side = TextSide {
+        tokenizer: None,
+        encode_prompt: &no_text,
+        eos: None,
+        vocab: bert.vocab_size(),
+        chat: None,
+    };
+    let (examples, eval, train) = read_examples(options, DataFormat::Tokens, &side)?;
+    let source = options.model.display().to_string();
+    let mut model = bert.no_grad();
+    let start_adapter = match &resume {
+        Some((_, dir)) => Some(dir.clone()),
+        None => options.adapter.clone(),
+    };
+    let lora = match &start_adapter {
+        Some(dir) => peft::load_adapter(&mut model, dir)?,
+        None => {
+            peft::attach_new(&mut model, &options.lora, train.seed)?;
+            options.lora.clone()
+        }
+    };
+    let trainer = Trainer::new(model, examples, train, device)?;
+    let save = |model: &crate::bert::Bert<B>, dir: &Path| {
+        let tensors = peft::adapter_tensors(model);
+        peft::write_adapter_as(dir, &tensors, &lora, &source, false, None)
+    };
+    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+}
+
 fn run_ptuning<B: AutodiffBackend>(
     generator: crate::glm::GlmGenerator<B>,
     base: &Path,
@@ -921,13 +1071,21 @@ fn run_ptuning<B: AutodiffBackend>(
     train_loop(trainer, &eval, resume, options, device, &save, on_event)
 }
 
-fn run_full<B: AutodiffBackend>(
-    generator: crate::gpt2::Gpt2Generator<B>,
-    base: &Path,
+/// Full fine-tuning of `generator`'s model: `reopen` opens a checkpoint folder (to resume),
+/// `save` writes the trained model as a Hugging Face folder.
+fn run_full<B, M>(
+    generator: crate::nn::TextGenerator<B, M>,
     options: &FinetuneOptions,
     device: &B::Device,
+    reopen: &dyn Fn(&Path) -> Result<M, FinetuneError>,
+    save: &dyn Fn(&M, &Path) -> Result<(), FinetuneError>,
     on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<Report, FinetuneError> {
+) -> Result<Report, FinetuneError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Trainable<B> + CausalLm<B>,
+    M::InnerModule: Trainable<B::InnerBackend>,
+{
     if options.adapter.is_some() {
         return Err(FinetuneError::Config(
             "--adapter goes with lora or ptuning-v2, not --method full".into(),
@@ -935,22 +1093,17 @@ fn run_full<B: AutodiffBackend>(
     }
     let resume = start_point(options, "model.safetensors")?;
     let (examples, eval, train) = read_data(options, &generator)?;
-    let prefix = full::gpt2_prefix(base)?;
     // A checkpoint is a whole model folder: resuming reopens it in place of the base.
     let model = match &resume {
         Some((_, dir)) => {
             drop(generator);
-            crate::gpt2::open_with::<B>(dir, device, crate::nn::WeightFormat::AS_STORED)
-                .map_err(crate::Error::from)?
-                .model
+            reopen(dir)?
         }
         None => generator.model,
     };
     let model = full::path_param_ids(model);
     let trainer = Trainer::new(model, examples, train, device)?;
-    let save =
-        |model: &crate::gpt2::Gpt2<B>, dir: &Path| full::write_gpt2(dir, model, base, prefix);
-    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+    train_loop(trainer, &eval, resume, options, device, save, on_event)
 }
 
 /// The optimizer loop every method shares: restores a checkpoint's losses and optimizer
@@ -1094,6 +1247,15 @@ fn read_state(path: &Path) -> Result<State, FinetuneError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((losses, evals))
+}
+
+/// Loads the PEFT LoRA adapter folder `dir` onto a BERT encoder for inference (`zoo embed` /
+/// `zoo fill-mask --adapter`).
+pub fn apply_bert_adapter<B: Backend>(
+    model: &mut crate::bert::Bert<B>,
+    dir: &Path,
+) -> Result<(), FinetuneError> {
+    peft::load_adapter(model, dir).map(|_| ())
 }
 
 /// Loads the adapter folder `dir` onto a causal LM for inference: a PEFT LoRA adapter (GPT-2,

@@ -10,6 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde_json::{json, Value};
 
 use super::FinetuneError;
+use crate::bert::Bert;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::nn::{CausalLm, Dense, Logits, Lora, Weights};
@@ -29,6 +30,24 @@ pub trait Trainable<B: Backend>: burn::module::Module<B> {
 
     /// Logits `[batch, t, vocab]` of every position of `ids` `[batch, t]`.
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError>;
+
+    /// [`Trainable::batch_logits`] of rows right-padded after `lengths[i]` real tokens. A
+    /// causal LM never looks ahead, so its padding changes nothing before it and this is
+    /// `batch_logits`; an encoder that attends both ways masks the padding here.
+    fn padded_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        lengths: &[usize],
+    ) -> Result<Tensor<B, 3>, FinetuneError> {
+        let _ = lengths;
+        self.batch_logits(ids)
+    }
+
+    /// How far ahead a position's label is: 1 for a causal LM (transformers' shifted loss: the
+    /// logits at `i` predict the label at `i + 1`), 0 for a masked LM (the label at `i`).
+    fn label_shift(&self) -> usize {
+        1
+    }
 
     /// The longest sequence the model accepts.
     fn context(&self) -> usize;
@@ -118,6 +137,80 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
 
     fn context(&self) -> usize {
         self.n_positions
+    }
+}
+
+/// BERT under BertForMaskedLM's module names (`bert.encoder.layer.0.attention.self.query`,
+/// `cls.predictions.transform.dense`) when the checkpoint has an MLM head, else BertModel's
+/// (`encoder.layer.0.attention.self.query`, `pooler.dense`) — the names PEFT gives a model
+/// loaded with `AutoModelForMaskedLM` / `AutoModel`.
+macro_rules! bert_denses {
+    ($model:expr, $iter:ident, $($r:tt)*) => {{
+        let p = if $model.cls.is_some() { "bert." } else { "" };
+        let mut out = Vec::new();
+        for (i, layer) in $model.layers.$iter().enumerate() {
+            let l = format!("{p}encoder.layer.{i}");
+            out.push((format!("{l}.attention.self.query"), $($r)* layer.attention.query));
+            out.push((format!("{l}.attention.self.key"), $($r)* layer.attention.key));
+            out.push((format!("{l}.attention.self.value"), $($r)* layer.attention.value));
+            out.push((format!("{l}.attention.output.dense"), $($r)* layer.attention.dense));
+            out.push((format!("{l}.intermediate.dense"), $($r)* layer.intermediate));
+            out.push((format!("{l}.output.dense"), $($r)* layer.output));
+        }
+        if let Some(pooler) = $($r)* $model.pooler {
+            out.push((format!("{p}pooler.dense"), pooler));
+        }
+        if let Some(cls) = $($r)* $model.cls {
+            out.push(("cls.predictions.transform.dense".to_string(), $($r)* cls.dense));
+        }
+        out
+    }};
+}
+
+/// BERT trains with BertForMaskedLM's loss: the MLM logits of every position, scored against
+/// that position's own label (no shift), padding masked out of the attention.
+impl<B: Backend> Trainable<B> for Bert<B> {
+    fn dense_layers(&self) -> Vec<(String, &Dense<B>)> {
+        bert_denses!(self, iter, &)
+    }
+
+    fn dense_layers_mut(&mut self) -> Vec<(String, &mut Dense<B>)> {
+        bert_denses!(self, iter_mut, &mut)
+    }
+
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
+        let [b, t] = ids.dims();
+        self.padded_logits(ids, &vec![t; b])
+    }
+
+    fn padded_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        lengths: &[usize],
+    ) -> Result<Tensor<B, 3>, FinetuneError> {
+        let [b, t] = ids.dims();
+        let mask: Vec<i64> = (0..b)
+            .flat_map(|r| (0..t).map(move |j| i64::from(j < lengths[r])))
+            .collect();
+        let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(mask, [b, t]), &ids.device());
+        let hidden = self
+            .forward(ids, None, Some(mask))
+            .map_err(|e| FinetuneError::Data(e.to_string()))?;
+        self.mlm_logits(hidden).ok_or_else(|| {
+            FinetuneError::Config(
+                "this BERT checkpoint has no masked-LM head (cls.predictions): LoRA trains BERT \
+                 with the masked-LM loss, which needs a BertForMaskedLM checkpoint"
+                    .into(),
+            )
+        })
+    }
+
+    fn label_shift(&self) -> usize {
+        0
+    }
+
+    fn context(&self) -> usize {
+        self.max_positions()
     }
 }
 
@@ -369,13 +462,34 @@ pub fn adapter_tensors<B: Backend, M: Trainable<B>>(
 }
 
 /// Writes `tensors` and `config` into the folder `dir` as PEFT's two files, each through a
-/// temporary name renamed into place. `base` is recorded as `base_model_name_or_path`.
+/// temporary name renamed into place. `base` is recorded as `base_model_name_or_path`; the
+/// adapter is a causal LM's (`task_type` `CAUSAL_LM`).
 pub fn write_adapter(
     dir: &Path,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     config: &LoraConfig,
     base: &str,
     fan_in_fan_out: bool,
+) -> Result<(), FinetuneError> {
+    write_adapter_as(
+        dir,
+        tensors,
+        config,
+        base,
+        fan_in_fan_out,
+        Some("CAUSAL_LM"),
+    )
+}
+
+/// [`write_adapter`] with PEFT's `task_type` given: `None` (JSON null) is a plain `PeftModel`,
+/// what PEFT writes for a BertForMaskedLM (it has no masked-LM task type).
+pub fn write_adapter_as(
+    dir: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    config: &LoraConfig,
+    base: &str,
+    fan_in_fan_out: bool,
+    task_type: Option<&str>,
 ) -> Result<(), FinetuneError> {
     std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -404,7 +518,7 @@ pub fn write_adapter(
     targets.sort();
     let cfg = json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type,
         "base_model_name_or_path": base,
         "r": config.rank,
         "lora_alpha": config.alpha,

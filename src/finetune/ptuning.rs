@@ -12,8 +12,9 @@
 //!
 //! The result is written as ChatGLM's trainer writes a P-Tuning checkpoint: a folder with
 //! `config.json` (the base config with `pre_seq_len` and `prefix_projection: false`) and the
-//! prefix encoder's one tensor under its checkpoint name — in `model.safetensors`, not
-//! `pytorch_model.bin` (see [`write_prefix`]). [`load_with_prefix`] runs such a folder over
+//! prefix encoder's one tensor under its checkpoint name, in `pytorch_model.bin` (PyTorch's
+//! `torch.save` format, which ChatGLM's `main.py --ptuning_checkpoint` `torch.load`s) and the
+//! same in `model.safetensors` (see [`write_prefix`]). [`load_with_prefix`] runs such a folder over
 //! its base model through the zoo's ChatGLM-6B loader (`zoo_glm::v1::from_weights`, which
 //! evaluates `prefix_encoder.*` when `pre_seq_len` is set).
 
@@ -32,8 +33,11 @@ use crate::nn::{CausalLm, Dense, Logits, Weights};
 /// The prefix encoder's tensor in ChatGLM's P-Tuning checkpoints.
 pub const PREFIX_KEY: &str = "transformer.prefix_encoder.embedding.weight";
 
-/// The file the prefix is written to (see [`write_prefix`] for why not `pytorch_model.bin`).
+/// The safetensors file the prefix is written to (see [`write_prefix`]).
 pub const PREFIX_FILE: &str = "model.safetensors";
+
+/// The `torch.save` file the prefix is written to, as ChatGLM's trainer writes it.
+pub const PREFIX_BIN: &str = "pytorch_model.bin";
 
 fn glm_err(e: crate::glm::GlmError) -> FinetuneError {
     FinetuneError::Model(crate::Error::from(e))
@@ -183,13 +187,14 @@ pub fn prefix_embedding<B: Backend>(model: &ChatGlmV1<B>) -> Option<(Vec<usize>,
 
 /// Writes `model`'s prefix into the folder `dir` as a P-Tuning v2 checkpoint: `config.json`
 /// is `base_config` (the base model's `config.json`) with `pre_seq_len` and
-/// `prefix_projection: false`; the one tensor [`PREFIX_KEY`] goes to [`PREFIX_FILE`].
+/// `prefix_projection: false`; the one tensor [`PREFIX_KEY`] goes to [`PREFIX_BIN`] and
+/// [`PREFIX_FILE`].
 ///
-/// ChatGLM's own trainer `torch.save`s the same dictionary (the parameters that require
-/// gradients) as `pytorch_model.bin`; the zoo writes safetensors instead because its loader
-/// reads either (`model.safetensors` first) and it has no PyTorch pickle writer. ChatGLM's
-/// `main.py --ptuning_checkpoint` `torch.load`s `pytorch_model.bin`: convert with
-/// `torch.save(safetensors.torch.load_file("model.safetensors"), "pytorch_model.bin")`.
+/// ChatGLM's own trainer saves the same dictionary (the parameters that require gradients,
+/// here the one prefix embedding) with `torch.save` as `pytorch_model.bin`, and its
+/// `main.py --ptuning_checkpoint` `torch.load`s that file: [`PREFIX_BIN`] is that file
+/// (written by [`super::torch_save`]). The same tensor in safetensors is for everything else
+/// (the zoo's loader reads either, `model.safetensors` first).
 pub fn write_prefix<B: Backend>(
     dir: &Path,
     model: &ChatGlmV1<B>,
@@ -208,6 +213,12 @@ pub fn write_prefix<B: Backend>(
     let file = safetensors::serialize(vec![(PREFIX_KEY.to_string(), view)], metadata)
         .map_err(|e| FinetuneError::Checkpoint(e.to_string()))?;
     write_atomic(&dir.join(PREFIX_FILE), &file)?;
+    let tensors =
+        super::torch_save::F32Tensors::from([(PREFIX_KEY.to_string(), (shape.clone(), values))]);
+    write_atomic(
+        &dir.join(PREFIX_BIN),
+        &super::torch_save::torch_save_bytes(&tensors),
+    )?;
     let text =
         std::fs::read_to_string(base_config).map_err(|e| FinetuneError::io(base_config, e))?;
     let mut config: Value = serde_json::from_str(&text)

@@ -333,6 +333,38 @@ fn cli_ptuning_trains_and_resumes() {
     assert!(first[3] < first[0], "{first:?}");
     assert!(out.join("model.safetensors").is_file());
     assert_eq!(json(&out.join("config.json"))["pre_seq_len"], 4);
+    // ChatGLM's own file: `pytorch_model.bin` in torch.save's format, the same tensor under
+    // the same name (tests/fixtures/ptuning_bin_check.py checks that torch.load reads it), and
+    // the zoo's loader reads a folder holding only it and config.json.
+    let key = burn_zoo::finetune::ptuning::PREFIX_KEY;
+    let mut st = burn_zoo::nn::Weights::open(&out.join("model.safetensors")).unwrap();
+    let mut bin = burn_zoo::nn::Weights::open(&out.join("pytorch_model.bin")).unwrap();
+    assert_eq!(bin.names().collect::<Vec<_>>(), vec![key]);
+    let shape = st.shape(key).unwrap();
+    assert_eq!(shape, [4, 2 * 2 * 16]);
+    let want = st.take_f32(key, &shape).unwrap();
+    assert_eq!(bin.take_f32(key, &shape).unwrap(), want);
+    let only_bin = tmp.path().join("only_bin");
+    std::fs::create_dir(&only_bin).unwrap();
+    for f in ["config.json", "pytorch_model.bin"] {
+        std::fs::copy(out.join(f), only_bin.join(f)).unwrap();
+    }
+    type F = burn_zoo::backends::Flex;
+    let dev = Default::default();
+    let (_, from_bin) =
+        burn_zoo::finetune::ptuning::load_with_prefix::<F>(&base_dir(), &only_bin, &dev).unwrap();
+    let (_, from_st) =
+        burn_zoo::finetune::ptuning::load_with_prefix::<F>(&base_dir(), &out, &dev).unwrap();
+    assert_eq!(
+        burn_zoo::finetune::ptuning::prefix_embedding(&from_bin),
+        burn_zoo::finetune::ptuning::prefix_embedding(&from_st)
+    );
+    assert_eq!(
+        burn_zoo::finetune::ptuning::prefix_embedding(&from_bin)
+            .unwrap()
+            .1,
+        want
+    );
     assert!(out.join("checkpoint-2/optimizer.bin").is_file());
     let again = run_args(&out_s, &["--pre-seq-len", "4"]);
     assert!(!again.status.success());
