@@ -216,7 +216,7 @@ pub(crate) fn matmul_exact_many(
         let grid = Grid::new(m.rows(), n, act_chunk, row_align, tiles);
         let part_tasks = grid.tasks();
         parts.push(ExactPart {
-            m: *m,
+            m,
             kernel,
             lanes: gemm.map(|g| g.lanes),
             grid,

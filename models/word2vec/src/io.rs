@@ -489,7 +489,7 @@ pub fn read_npy_f32_2d(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<f32>
             path,
             format!(
                 "dtype must be '<f4' (float32), header says {}",
-                &descr[..descr.len().min(8)]
+                descr.chars().take(8).collect::<String>()
             ),
         ));
     }
@@ -549,6 +549,24 @@ pub fn read_npy_f32_2d(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<f32>
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `npy_parquet` fuzz target: an unsupported dtype whose first 8 bytes end
+    /// inside a multi-byte character panicked while quoting it in the error.
+    #[test]
+    fn an_npy_dtype_cut_inside_a_character_is_an_error() {
+        let header = "{'descr': '<f7', \u{658}ortran_order': False, 'shape': (2, 3), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let dir = std::env::temp_dir().join(format!("zoo-npy-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.npy");
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_npy_f32_2d(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(e.contains("dtype must be '<f4'"), "{e}");
+    }
+
     use super::*;
 
     #[test]
