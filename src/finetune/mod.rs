@@ -964,23 +964,35 @@ where
     let (examples, eval, train) = read_data(options, &generator)?;
     let source = options.model.display().to_string();
     let mut model = generator.model.no_grad();
-    let start_adapter = match &resume {
-        Some((_, dir)) => Some(dir.clone()),
-        None => options.adapter.clone(),
-    };
-    let lora = match &start_adapter {
-        Some(dir) => peft::load_adapter(&mut model, dir)?,
-        None => {
-            peft::attach_new(&mut model, &options.lora, train.seed)?;
-            options.lora.clone()
-        }
-    };
+    let lora = start_lora(
+        &mut model,
+        resume.as_ref().map(|(_, dir)| dir),
+        options,
+        train.seed,
+    )?;
     let trainer = Trainer::new(model, examples, train, device)?;
     let save = |model: &M, dir: &Path| {
         let tensors = peft::adapter_tensors(model);
         peft::write_adapter(dir, &tensors, &lora, &source, fan_in_fan_out)
     };
     train_loop(trainer, &eval, resume, options, device, &save, on_event)
+}
+
+/// The adapter training starts from: the checkpoint being resumed, else `--adapter`, else a
+/// new one (`options.lora`, seeded); attached to `model`, and its settings returned.
+fn start_lora<B: Backend, M: Trainable<B>>(
+    model: &mut M,
+    resume: Option<&PathBuf>,
+    options: &FinetuneOptions,
+    seed: u64,
+) -> Result<peft::LoraConfig, FinetuneError> {
+    match resume.or(options.adapter.as_ref()) {
+        Some(dir) => Ok(peft::load_adapter(model, dir)?),
+        None => {
+            peft::attach_new(model, &options.lora, seed)?;
+            Ok(options.lora.clone())
+        }
+    }
 }
 
 /// LoRA on a BERT masked LM: BertForMaskedLM's loss on pre-tokenized records (`[MASK]` in
@@ -1019,17 +1031,12 @@ fn run_bert<B: AutodiffBackend>(
     let (examples, eval, train) = read_examples(options, DataFormat::Tokens, &side)?;
     let source = options.model.display().to_string();
     let mut model = bert.no_grad();
-    let start_adapter = match &resume {
-        Some((_, dir)) => Some(dir.clone()),
-        None => options.adapter.clone(),
-    };
-    let lora = match &start_adapter {
-        Some(dir) => peft::load_adapter(&mut model, dir)?,
-        None => {
-            peft::attach_new(&mut model, &options.lora, train.seed)?;
-            options.lora.clone()
-        }
-    };
+    let lora = start_lora(
+        &mut model,
+        resume.as_ref().map(|(_, dir)| dir),
+        options,
+        train.seed,
+    )?;
     let trainer = Trainer::new(model, examples, train, device)?;
     let save = |model: &crate::bert::Bert<B>, dir: &Path| {
         let tensors = peft::adapter_tensors(model);
