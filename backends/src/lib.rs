@@ -404,7 +404,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Opens `kind`'s default device and runs one tiny computation; returns a device description.
 ///
 /// Backends panic when they find no device (no driver, no adapter); the panic is caught and the
-/// default panic message is silenced for the duration, so the caller decides what to print.
+/// panic message is silenced on this thread for the duration, so the caller decides what to
+/// print.
 pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
     if kind.is_compiled() && kind.is_gpu() && kind != BackendKind::Cuda {
         // Opens the wgpu device the way `wgpu_adapter` can still describe it afterwards.
@@ -456,13 +457,33 @@ pub fn resolve(choice: BackendChoice) -> Result<BackendKind, BackendError> {
     }
 }
 
-/// Runs `f` with the panic message hook silenced (backends panic when they find no device).
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with panic messages of this thread silenced (backends panic when they find no
+/// device). The hook is installed once, the first time, and passes every other panic on to the
+/// hook that was there before: swapping the process-wide hook in and out for each probe, as
+/// this did, raced when two threads probed at once (tests run in parallel) and could leave the
+/// silent hook installed for good, so later panics — test failures included — printed nothing.
 fn silenced<R>(f: impl FnOnce() -> R) -> R {
-    let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let out = f();
-    std::panic::set_hook(previous_hook);
-    out
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    struct Loud(bool);
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            QUIET.with(|q| q.set(self.0));
+        }
+    }
+    let _restore = Loud(QUIET.with(|q| q.replace(true)));
+    f()
 }
 
 /// The adapter a wgpu-family backend runs on: what `auto` looks at, and what `zoo backends` shows.

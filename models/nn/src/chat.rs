@@ -186,9 +186,12 @@ const VICUNA_SYSTEM: &str = "A chat between a curious user and an artificial int
 impl Template {
     /// A checked Jinja template.
     pub fn jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatError> {
-        let mut env = minijinja::Environment::new();
-        env.add_template("chat", source)
-            .map_err(|e| ChatError::Template(e.to_string()))?;
+        guarded(|| {
+            let mut env = jinja_env();
+            env.add_template("chat", source)
+                .map(|_| ())
+                .map_err(|e| ChatError::Template(e.to_string()))
+        })?;
         Ok(Template::Jinja {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
@@ -253,6 +256,34 @@ impl Template {
     }
 }
 
+/// How many template instructions one compile or render may run. A real chat template spends
+/// tens per message; a template from a hostile file that loops (nested `range`s) stops here
+/// with an error instead of running for hours.
+pub const JINJA_FUEL: u64 = 20_000_000;
+
+fn jinja_env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(JINJA_FUEL));
+    env
+}
+
+/// Runs minijinja on a template that came from a file. minijinja 2.12 panics on some inputs
+/// instead of returning an error (an `unwrap` on `None` when it compares an overflowed integer
+/// expression with a float, found by the `chat_template` fuzz target); such a panic becomes a
+/// template error here.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ChatError>) -> Result<T, ChatError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown reason".into());
+        Err(ChatError::Template(format!(
+            "the template engine failed on this template ({why})"
+        )))
+    })
+}
+
 fn role_err(format: &'static str, role: &str, known: &'static str) -> ChatError {
     ChatError::Role {
         format,
@@ -275,29 +306,30 @@ pub fn render(
             bos_token,
             eos_token,
         } => {
-            let mut env = minijinja::Environment::new();
-            env.add_function(
-                "raise_exception",
-                |msg: String| -> Result<String, minijinja::Error> {
-                    Err(minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        msg,
-                    ))
-                },
-            );
-            env.add_template("chat", source)
-                .map_err(|e| ChatError::Template(e.to_string()))?;
-            let tmpl = env
-                .get_template("chat")
-                .map_err(|e| ChatError::Template(e.to_string()))?;
-            out = tmpl
-                .render(minijinja::context! {
+            out = guarded(|| {
+                let mut env = jinja_env();
+                env.add_function(
+                    "raise_exception",
+                    |msg: String| -> Result<String, minijinja::Error> {
+                        Err(minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            msg,
+                        ))
+                    },
+                );
+                env.add_template("chat", source)
+                    .map_err(|e| ChatError::Template(e.to_string()))?;
+                let tmpl = env
+                    .get_template("chat")
+                    .map_err(|e| ChatError::Template(e.to_string()))?;
+                tmpl.render(minijinja::context! {
                     messages => messages,
                     add_generation_prompt => add_generation_prompt,
                     bos_token => bos_token,
                     eos_token => eos_token,
                 })
-                .map_err(|e| ChatError::Template(e.to_string()))?;
+                .map_err(|e| ChatError::Template(e.to_string()))
+            })?;
         }
         Template::ChatMl => {
             for m in messages {
@@ -470,5 +502,25 @@ mod tests {
         let err = render(&raising, &conv(), true).unwrap_err().to_string();
         assert!(err.contains("roles must alternate"), "{err}");
         assert!(Template::jinja("{% for %}", "", "").is_err());
+    }
+
+    /// Found by the `chat_template` fuzz target (seed `crash-0579fee3`): minijinja 2.12
+    /// panics on this template; the zoo reports a template error.
+    #[test]
+    fn a_template_that_panics_minijinja_is_an_error() {
+        let source = include_str!("../../../tests/fuzz/seeds/chat_template/crash-0579fee3");
+        let result = Template::jinja(source, "<s>", "</s>").and_then(|t| render(&t, &conv(), true));
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("chat template:"), "{err}");
+    }
+
+    /// A template that would run ~1e15 steps stops at the fuel limit with an error.
+    #[test]
+    fn a_template_that_loops_for_ever_runs_out_of_fuel() {
+        let source = "{% for a in range(100000) %}{% for b in range(100000) %}\
+                      {% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let t = Template::jinja(source, "<s>", "</s>").unwrap();
+        let err = render(&t, &conv(), true).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 }

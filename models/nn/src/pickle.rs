@@ -36,12 +36,28 @@ pub fn check_file(path: &Path) -> Result<(), String> {
         .take(len.min(MAX_PICKLE_BYTES))
         .read_to_end(&mut data)
         .map_err(|e| e.to_string())?;
+    if data.get(257..262) == Some(b"ustar") {
+        return Err(
+            "it is a tar archive, the format of PyTorch before 0.4, which the zoo does \
+                    not read: load it with torch.load and save it again with torch.save"
+                .into(),
+        );
+    }
+    // The legacy layout's five pickles, as burn-store reads them: magic number, protocol,
+    // system info, the state dict, the storage keys; the raw storages follow.
     let mut pos = 0;
-    for _ in 0..4 {
+    for i in 0..5 {
         match scan(&data[pos..]) {
             Ok(Some(end)) => pos += end,
-            // Not (or no longer) a pickle the scan understands: the reader reports it.
+            // The data ended: the reader reports the truncation.
             Ok(None) => break,
+            Err(_) if i == 0 && pos == 0 && data[0] != 0x80 => {
+                return Err(
+                    "it is neither a zip archive (PyTorch 1.6 and later) nor a pickle \
+                            (older torch.save): not a PyTorch checkpoint"
+                        .into(),
+                )
+            }
             Err(e) => return Err(e),
         }
     }
@@ -73,19 +89,52 @@ fn check_zip(file: std::fs::File) -> Result<(), String> {
     scan(&data).map(|_| ())
 }
 
-/// One value on the simulated stack: how deeply it nests, or a MARK.
+/// One value on the simulated stack: how deeply it nests and how many objects it holds, or a
+/// MARK.
 #[derive(Clone, Copy)]
 enum Slot {
     Mark,
-    Depth(u32),
+    Val(Val),
 }
 
-/// Walks one pickle: `Ok(Some(len))` when it ends with STOP after `len` bytes, `Ok(None)` when
-/// the bytes stop being a pickle this scan can follow (the reader then reports the problem),
-/// an error when it nests deeper than [`MAX_DEPTH`].
+#[derive(Clone, Copy, Default)]
+struct Val {
+    depth: u32,
+    nodes: u64,
+}
+
+const LEAF: Val = Val { depth: 0, nodes: 1 };
+
+impl Val {
+    /// A container holding `inner`.
+    fn around(inner: Val) -> Val {
+        Val {
+            depth: inner.depth.saturating_add(1),
+            nodes: inner.nodes.saturating_add(1),
+        }
+    }
+    fn with(self, other: Val) -> Val {
+        Val {
+            depth: self.depth.max(other.depth),
+            nodes: self.nodes.saturating_add(other.nodes),
+        }
+    }
+}
+
+/// Walks one pickle the way burn-store's unpickler will: `Ok(Some(len))` when it ends with
+/// STOP after `len` bytes, `Ok(None)` when the data ends first (the reader then reports the
+/// truncation). It is an error when the pickle nests deeper than [`MAX_DEPTH`], when its
+/// memo copies more objects than the file could hold (burn-store clones a memoized object at
+/// every put and get, so a few hundred bytes can ask for billions of objects), or when it
+/// does something a checkpoint never does and this walk cannot follow — pops a MARK as a
+/// value, or uses an opcode outside what `torch.save` writes — since the reader might follow
+/// it somewhere this check has not looked.
 pub fn scan(data: &[u8]) -> Result<Option<usize>, String> {
     let mut stack: Vec<Slot> = Vec::new();
-    let mut memo: HashMap<u64, u32> = HashMap::new();
+    let mut memo: HashMap<u64, Val> = HashMap::new();
+    // Objects the unpickler will copy through the memo and DUP, against what the file holds.
+    let clone_budget = 4 * data.len() as u64 + (1 << 20);
+    let mut cloned = 0u64;
     let mut pos = 0usize;
     // Argument readers: `None` when the data ends early.
     let take = |pos: &mut usize, n: u64| -> Option<usize> {
@@ -104,39 +153,15 @@ pub fn scan(data: &[u8]) -> Result<Option<usize>, String> {
         }
         Some(v)
     };
-    let line = |pos: &mut usize| -> Option<()> {
+    // A line argument, without its newline.
+    let line = |pos: &mut usize| -> Option<&[u8]> {
         let rest = &data[*pos..];
         let nl = rest.iter().position(|&b| b == b'\n')?;
         *pos += nl + 1;
-        Some(())
+        Some(&rest[..nl])
     };
-    // Pops down to the last MARK: the deepest value above it.
-    fn pop_mark(stack: &mut Vec<Slot>) -> Option<u32> {
-        let mut deepest = 0;
-        loop {
-            match stack.pop()? {
-                Slot::Mark => return Some(deepest),
-                Slot::Depth(d) => deepest = deepest.max(d),
-            }
-        }
-    }
-    fn pop(stack: &mut Vec<Slot>) -> Option<u32> {
-        match stack.pop()? {
-            Slot::Depth(d) => Some(d),
-            Slot::Mark => None,
-        }
-    }
-    // Makes the top value contain values of depth `inner`.
-    fn grow(stack: &mut [Slot], inner: u32) -> Option<u32> {
-        match stack.last_mut()? {
-            Slot::Depth(d) => {
-                *d = (*d).max(inner.saturating_add(1));
-                Some(*d)
-            }
-            Slot::Mark => None,
-        }
-    }
-    macro_rules! or_stop {
+    // Data ended: the reader reports the truncation.
+    macro_rules! or_end {
         ($e:expr) => {
             match $e {
                 Some(v) => v,
@@ -144,195 +169,263 @@ pub fn scan(data: &[u8]) -> Result<Option<usize>, String> {
             }
         };
     }
-    loop {
-        let Some(&op) = data.get(pos) else {
-            return Ok(None);
+    let mut op_at: usize;
+    let mut op: u8;
+    let odd = |op_at: usize, op: u8, what: &str| -> String {
+        format!(
+            "its pickle {what} at byte {op_at} (opcode 0x{op:02x}): not a checkpoint torch.save writes"
+        )
+    };
+    // A value popped from the stack; a MARK there is an error.
+    macro_rules! pop {
+        () => {
+            match stack.pop() {
+                Some(Slot::Val(v)) => v,
+                Some(Slot::Mark) => return Err(odd(op_at, op, "takes a MARK as a value")),
+                None => return Err(odd(op_at, op, "pops an empty stack")),
+            }
         };
+    }
+    // Everything down to the last MARK, merged.
+    macro_rules! pop_mark {
+        () => {{
+            let mut all = Val { depth: 0, nodes: 0 };
+            loop {
+                match stack.pop() {
+                    Some(Slot::Mark) => break all,
+                    Some(Slot::Val(v)) => all = all.with(v),
+                    None => return Err(odd(op_at, op, "has no MARK to pop to")),
+                }
+            }
+        }};
+    }
+    // The value on top; a copy of it costs its objects.
+    macro_rules! top_copy {
+        () => {{
+            let v = match stack.last() {
+                Some(Slot::Val(v)) => *v,
+                Some(Slot::Mark) => return Err(odd(op_at, op, "copies a MARK")),
+                None => return Err(odd(op_at, op, "copies from an empty stack")),
+            };
+            cloned = cloned.saturating_add(v.nodes);
+            v
+        }};
+    }
+    macro_rules! get {
+        ($key:expr) => {{
+            let v = memo.get(&$key).copied().unwrap_or(LEAF);
+            cloned = cloned.saturating_add(v.nodes);
+            stack.push(Slot::Val(v));
+        }};
+    }
+    // Adds `inner` to the container on top of the stack.
+    macro_rules! grow {
+        ($inner:expr) => {{
+            let inner: Val = $inner;
+            match stack.last_mut() {
+                Some(Slot::Val(v)) => {
+                    v.depth = v.depth.max(inner.depth.saturating_add(1));
+                    v.nodes = v.nodes.saturating_add(inner.nodes);
+                    *v
+                }
+                Some(Slot::Mark) => return Err(odd(op_at, op, "adds to a MARK")),
+                None => return Err(odd(op_at, op, "adds to an empty stack")),
+            }
+        }};
+    }
+    loop {
+        op_at = pos;
+        op = *or_end!(data.get(pos));
         pos += 1;
-        let mut deepest: Option<u32> = None;
+        let mut made: Option<Val> = None;
         match op {
             b'.' => return Ok(Some(pos)),
             b'(' => stack.push(Slot::Mark),
             // Scalars and references with fixed-size or line arguments.
-            b'N' | 0x88 | 0x89 => stack.push(Slot::Depth(0)),
+            b'N' | 0x88 | 0x89 => stack.push(Slot::Val(LEAF)),
             b'K' | b'h' | b'q' | 0x82 => {
-                let v = or_stop!(uint(&mut pos, 1));
+                let v = or_end!(uint(&mut pos, 1));
                 match op {
-                    b'h' => stack.push(Slot::Depth(memo.get(&v).copied().unwrap_or(0))),
+                    b'h' => get!(v),
                     b'q' => {
-                        let d = or_stop!(top(&stack));
+                        let d = top_copy!();
                         memo.insert(v, d);
                     }
-                    _ => stack.push(Slot::Depth(0)),
+                    _ => stack.push(Slot::Val(LEAF)),
                 }
             }
             b'M' | 0x83 => {
-                or_stop!(uint(&mut pos, 2));
-                stack.push(Slot::Depth(0));
+                or_end!(uint(&mut pos, 2));
+                stack.push(Slot::Val(LEAF));
             }
             b'J' | 0x84 => {
-                or_stop!(uint(&mut pos, 4));
-                stack.push(Slot::Depth(0));
+                or_end!(uint(&mut pos, 4));
+                stack.push(Slot::Val(LEAF));
             }
             b'j' | b'r' => {
-                let v = or_stop!(uint(&mut pos, 4));
+                let v = or_end!(uint(&mut pos, 4));
                 if op == b'j' {
-                    stack.push(Slot::Depth(memo.get(&v).copied().unwrap_or(0)));
+                    get!(v);
                 } else {
-                    let d = or_stop!(top(&stack));
+                    let d = top_copy!();
                     memo.insert(v, d);
                 }
             }
             b'G' => {
-                or_stop!(take(&mut pos, 8));
-                stack.push(Slot::Depth(0));
+                or_end!(take(&mut pos, 8));
+                stack.push(Slot::Val(LEAF));
             }
             b'F' | b'I' | b'L' | b'S' | b'V' | b'P' => {
-                or_stop!(line(&mut pos));
-                stack.push(Slot::Depth(0));
+                or_end!(line(&mut pos));
+                stack.push(Slot::Val(LEAF));
             }
             b'g' | b'p' => {
-                let start = pos;
-                or_stop!(line(&mut pos));
-                let key = std::str::from_utf8(&data[start..pos - 1])
+                let text = or_end!(line(&mut pos));
+                let key = std::str::from_utf8(text)
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok());
-                let key = or_stop!(key);
+                let Some(key) = key else {
+                    return Err(odd(op_at, op, "has a memo key that is not a number"));
+                };
                 if op == b'g' {
-                    stack.push(Slot::Depth(memo.get(&key).copied().unwrap_or(0)));
+                    get!(key);
                 } else {
-                    let d = or_stop!(top(&stack));
+                    let d = top_copy!();
                     memo.insert(key, d);
                 }
             }
             0x94 => {
-                let d = or_stop!(top(&stack));
+                let d = top_copy!();
                 let key = memo.len() as u64;
                 memo.insert(key, d);
             }
             b'c' => {
-                or_stop!(line(&mut pos));
-                or_stop!(line(&mut pos));
-                stack.push(Slot::Depth(0));
+                let module = or_end!(line(&mut pos));
+                let name = or_end!(line(&mut pos));
+                let bare = |s: &[u8]| s.strip_suffix(b"\r").unwrap_or(s) == b"mark";
+                // burn-store's MARK is this very global on its stack.
+                if bare(module) && bare(name) {
+                    return Err(odd(op_at, op, "names the global mark.mark"));
+                }
+                stack.push(Slot::Val(LEAF));
             }
             // Length-prefixed strings and bytes.
             b'U' | b'C' | 0x8c | 0x8a => {
-                let n = or_stop!(uint(&mut pos, 1));
-                or_stop!(take(&mut pos, n));
-                stack.push(Slot::Depth(0));
+                let n = or_end!(uint(&mut pos, 1));
+                or_end!(take(&mut pos, n));
+                stack.push(Slot::Val(LEAF));
             }
             b'T' | b'X' | b'B' | 0x8b => {
-                let n = or_stop!(uint(&mut pos, 4));
-                or_stop!(take(&mut pos, n));
-                stack.push(Slot::Depth(0));
+                let n = or_end!(uint(&mut pos, 4));
+                or_end!(take(&mut pos, n));
+                stack.push(Slot::Val(LEAF));
             }
             0x8d | 0x8e | 0x96 => {
-                let n = or_stop!(uint(&mut pos, 8));
-                or_stop!(take(&mut pos, n));
-                stack.push(Slot::Depth(0));
+                let n = or_end!(uint(&mut pos, 8));
+                or_end!(take(&mut pos, n));
+                stack.push(Slot::Val(LEAF));
             }
             0x80 => {
-                or_stop!(take(&mut pos, 1));
+                or_end!(take(&mut pos, 1));
             }
             0x95 => {
-                or_stop!(take(&mut pos, 8));
+                or_end!(take(&mut pos, 8));
             }
             // Empty containers.
-            b']' | b'}' | b')' | 0x8f => stack.push(Slot::Depth(1)),
+            b']' | b'}' | b')' | 0x8f => stack.push(Slot::Val(Val { depth: 1, nodes: 1 })),
             // Stack manipulation.
             b'0' => {
-                or_stop!(stack.pop());
+                if stack.pop().is_none() {
+                    return Err(odd(op_at, op, "pops an empty stack"));
+                }
             }
             b'1' => {
-                or_stop!(pop_mark(&mut stack));
+                pop_mark!();
             }
             b'2' => {
-                let d = or_stop!(top(&stack));
-                stack.push(Slot::Depth(d));
+                let d = top_copy!();
+                stack.push(Slot::Val(d));
             }
             // Containers built from the values above a MARK.
             b't' | b'l' | b'd' | 0x91 | b'o' => {
-                let d = or_stop!(pop_mark(&mut stack)).saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                let v = Val::around(pop_mark!());
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
             b'i' => {
-                or_stop!(line(&mut pos));
-                or_stop!(line(&mut pos));
-                let d = or_stop!(pop_mark(&mut stack)).saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                or_end!(line(&mut pos));
+                or_end!(line(&mut pos));
+                let v = Val::around(pop_mark!());
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
             // Values added to the container below them.
             b'a' | b'b' => {
-                let x = or_stop!(pop(&mut stack));
-                deepest = Some(or_stop!(grow(&mut stack, x)));
+                let x = pop!();
+                made = Some(grow!(x));
             }
             b's' => {
-                let v = or_stop!(pop(&mut stack));
-                let k = or_stop!(pop(&mut stack));
-                deepest = Some(or_stop!(grow(&mut stack, v.max(k))));
+                let v = pop!();
+                let k = pop!();
+                made = Some(grow!(v.with(k)));
             }
             b'e' | b'u' | 0x90 => {
-                let x = or_stop!(pop_mark(&mut stack));
-                deepest = Some(or_stop!(grow(&mut stack, x)));
+                let x = pop_mark!();
+                made = Some(grow!(x));
             }
             0x85..=0x87 => {
-                let n = usize::from(op - 0x84);
-                let mut d = 0;
-                for _ in 0..n {
-                    d = d.max(or_stop!(pop(&mut stack)));
+                let mut all = Val { depth: 0, nodes: 0 };
+                for _ in 0..op - 0x84 {
+                    all = all.with(pop!());
                 }
-                let d = d.saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                let v = Val::around(all);
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
             // Calls: the result holds its arguments.
             b'R' | 0x81 => {
-                let args = or_stop!(pop(&mut stack));
-                let callable = or_stop!(pop(&mut stack));
-                let d = args.max(callable).saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                let args = pop!();
+                let callable = pop!();
+                let v = Val::around(args.with(callable));
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
             0x92 => {
-                let mut d = 0;
+                let mut all = Val { depth: 0, nodes: 0 };
                 for _ in 0..3 {
-                    d = d.max(or_stop!(pop(&mut stack)));
+                    all = all.with(pop!());
                 }
-                let d = d.saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                let v = Val::around(all);
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
             0x93 => {
-                or_stop!(pop(&mut stack));
-                or_stop!(pop(&mut stack));
-                stack.push(Slot::Depth(0));
+                pop!();
+                pop!();
+                stack.push(Slot::Val(LEAF));
             }
             b'Q' => {
-                let d = or_stop!(pop(&mut stack)).saturating_add(1);
-                stack.push(Slot::Depth(d));
-                deepest = Some(d);
+                let v = Val::around(pop!());
+                stack.push(Slot::Val(v));
+                made = Some(v);
             }
-            0x97 => stack.push(Slot::Depth(0)),
+            0x97 => stack.push(Slot::Val(LEAF)),
             0x98 => {}
-            // An opcode outside protocols 0–5.
-            _ => return Ok(None),
+            _ => return Err(odd(op_at, op, "has an opcode outside pickle protocols 0–5")),
         }
-        if let Some(d) = deepest {
-            if d > MAX_DEPTH {
+        if let Some(v) = made {
+            if v.depth > MAX_DEPTH {
                 return Err(format!(
                     "its pickle nests containers more than {MAX_DEPTH} levels deep (at byte {pos}): not a checkpoint the zoo reads (a state dict nests about 6)"
                 ));
             }
         }
-    }
-}
-
-fn top(stack: &[Slot]) -> Option<u32> {
-    match stack.last()? {
-        Slot::Depth(d) => Some(*d),
-        Slot::Mark => None,
+        if cloned > clone_budget {
+            return Err(format!(
+                "its pickle copies memoized objects {cloned} times by byte {pos}, more than the {clone_budget} a {}-byte pickle can hold: not a checkpoint the zoo reads",
+                data.len()
+            ));
+        }
     }
 }
 
@@ -370,8 +463,84 @@ mod tests {
     }
 
     #[test]
-    fn truncated_or_foreign_bytes_are_left_to_the_reader() {
+    fn truncated_pickles_are_left_to_the_reader_and_foreign_bytes_are_errors() {
         assert_eq!(scan(&[0x80, 2, b']']).unwrap(), None);
-        assert_eq!(scan(b"\xff\xfe").unwrap(), None);
+        let e = scan(b"\xff\xfe").unwrap_err();
+        assert!(e.contains("outside pickle protocols"), "{e}");
+    }
+
+    /// burn-store keeps its MARK on the value stack, so `( a` appends the MARK to a list and
+    /// goes on; the scan must not stop following there (it did: the reader then built a
+    /// 100 000-deep list behind the scan's back and overflowed the stack, the `pytorch_bin`
+    /// fuzz target's SIGSEGV).
+    #[test]
+    fn a_mark_used_as_a_value_is_an_error() {
+        let mut p = vec![0x80, 2, b']', b'(', b'a'];
+        p.extend(nested_lists(100_000)[2..].iter().copied());
+        let e = scan(&p).unwrap_err();
+        assert!(e.contains("takes a MARK as a value"), "{e}");
+        let e = scan(b"\x80\x02cmark\nmark\n]a.").unwrap_err();
+        assert!(e.contains("mark.mark"), "{e}");
+    }
+
+    /// `x = []; x = [x, x]` thirty times: 300 bytes that the unpickler, which copies a
+    /// memoized object at every get, would grow into 2^30 objects.
+    #[test]
+    fn memo_copies_are_bounded_by_the_file() {
+        let mut p = vec![0x80, 2, b']', b'q', 0, b'0'];
+        for _ in 0..30 {
+            p.extend_from_slice(&[b'(', b'h', 0, b'h', 0, b'l', b'q', 0, b'0']);
+        }
+        p.extend_from_slice(b"N.");
+        let e = scan(&p).unwrap_err();
+        assert!(e.contains("copies memoized objects"), "{e}");
+        // Ten rounds (a few thousand copies) stay within the budget.
+        let mut p = vec![0x80, 2, b']', b'q', 0, b'0'];
+        for _ in 0..10 {
+            p.extend_from_slice(&[b'(', b'h', 0, b'h', 0, b'l', b'q', 0, b'0']);
+        }
+        p.extend_from_slice(b"N.");
+        assert!(scan(&p).unwrap().is_some());
+    }
+
+    #[test]
+    fn foreign_files_and_tar_archives_get_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("zoo-pickle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pytorch_model.bin");
+        std::fs::write(&path, b"hello, this is a text file\n").unwrap();
+        let e = check_file(&path).unwrap_err();
+        assert!(e.contains("neither a zip archive"), "{e}");
+        let mut tar = vec![0u8; 512];
+        tar[..8].copy_from_slice(b"storages");
+        tar[257..262].copy_from_slice(b"ustar");
+        std::fs::write(&path, &tar).unwrap();
+        let e = check_file(&path).unwrap_err();
+        assert!(e.contains("tar archive"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The stricter walk still passes every PyTorch checkpoint the repository's fixtures hold
+    /// (written by torch.save: zip archives and the legacy layout), and refuses the hostile
+    /// ones.
+    #[test]
+    fn every_fixture_checkpoint_passes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let mut seen = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.file_name().is_some_and(|n| n == "pytorch_model.bin") {
+                    check_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 8, "only {seen} fixture checkpoints found");
+        let deep = check_file(&root.join("hostile/deep_list.bin")).unwrap_err();
+        assert!(deep.contains("levels deep"), "{deep}");
     }
 }
