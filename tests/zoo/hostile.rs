@@ -173,6 +173,30 @@ fn a_deeply_nested_pickle_is_an_error_not_a_stack_overflow() {
     assert!(stderr.contains("pytorch_model.bin"), "{stderr}");
 }
 
+/// The `pytorch_bin` fuzz target's SIGSEGV: burn-store keeps its MARK on the value stack, so
+/// `( a` appends the MARK to a list and parsing goes on. The pre-check used to stop following
+/// there and hand the file on, and burn-store then built (and dropped, recursively) a list a
+/// million levels deep: "thread 'main' has overflowed its stack", exit 134, from this 2 MB
+/// legacy-format file. Now the check refuses the pickle.
+#[test]
+fn a_mark_used_as_a_value_cannot_hide_a_deep_pickle() {
+    let depth = 1_000_000;
+    let mut pickle = vec![0x80, 2, b']', b'(', b'a'];
+    pickle.extend(std::iter::repeat_n(b']', depth));
+    pickle.extend(std::iter::repeat_n(b'a', depth));
+    pickle.push(b'.');
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("deep_behind_a_mark.bin");
+    std::fs::write(&bin, &pickle).unwrap();
+    let dir = gpt2_with_bin(&bin);
+    let d = dir.path().display().to_string();
+    let stderr = assert_error(
+        &zoo_limited(&["forward", &d, "--ids", "1,2"]),
+        "takes a MARK as a value",
+    );
+    assert!(stderr.contains("pytorch_model.bin"), "{stderr}");
+}
+
 #[test]
 fn a_truncated_bin_archive_is_reported_as_one() {
     let dir = gpt2_with_bin(&fixtures().join("hostile").join("truncated.bin"));
