@@ -176,7 +176,7 @@ impl<B: Backend> Bert<B> {
         let [b, s, d] = hidden.dims();
         let h = head
             .layer_norm
-            .forward(head.act.forward(head.dense.forward(hidden)));
+            .forward(activate(head.act, head.dense.forward(hidden)));
         let decoder = match &head.decoder {
             Some(w) => w.val(),
             None => self.embeddings.word_embeddings.weight.val().transpose(),
@@ -258,8 +258,27 @@ impl<B: Backend> Layer<B> {
         let x = self.attention.forward(x, mask);
         let ffn = self
             .output
-            .forward(self.act.forward(self.intermediate.forward(x.clone())));
+            .forward(activate(self.act, self.intermediate.forward(x.clone())));
         self.output_norm.forward(x + ffn)
+    }
+}
+
+/// `act(x)`, with an exact GELU gradient on every backend: under autodiff, GELU (erf) is written
+/// as `x Φ(x)` with `Φ(x) = (1 + erf(x / √2)) / 2`, so Burn differentiates it through `erf`
+/// (whose backward is the exact `2/√π e^(-u²)`). Burn 0.21's own `gelu` backward is exact
+/// only on flex; burn-ndarray and the cubecl backends (wgpu, CUDA) take the default
+/// `ActivationOps::gelu_backward`, the derivative of the *tanh* approximation, off by up to
+/// 8.7e-4 (at |x| ≈ 2), which moved BERT's LoRA losses 1e-3 away from PEFT's (docs/finetune.md).
+/// Without autodiff this is [`Activation::forward`].
+pub fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
+    if act == Activation::Gelu && B::ad_enabled(&x.device()) {
+        let cdf = (x.clone() * core::f64::consts::FRAC_1_SQRT_2)
+            .erf()
+            .add_scalar(1.0)
+            * 0.5;
+        x * cdf
+    } else {
+        act.forward(x)
     }
 }
 
