@@ -1,7 +1,7 @@
 //! The fusion investigation of docs/gpu.md: zoo-nn's Embed/Dense with Q8_0 weights and the
 //! Q8_0 GPT-Neo fixture, wgpu (with Burn's fusion) against flex, piece by piece. Built only with
 //! the `fusion` feature, so the test command never compiles it:
-//! `cargo run --release --no-default-features --features flex,ndarray,wgpu,fusion --example fusion_packed -- neo[,chainfirst][,cap12]`
+//! `cargo run --release --no-default-features --features flex,ndarray,wgpu,fusion --example fusion_packed -- neo[,chainfirst|,twice|,warm=PIECE][,sync][,cap12]`
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use zoo_nn::quant::QMatrix;
 use zoo_nn::{Dense, Embed, QType};
@@ -121,6 +121,10 @@ mod neo {
         let idw: Tensor<Wgpu, 2, Int> =
             Tensor::from_data(TensorData::new(ids.clone(), [1, n]), &Default::default());
         let mw = model::<Wgpu>(q8);
+        // `sync`: flush the device's pending work (the load's) before anything runs.
+        if on("sync") {
+            <Wgpu as Backend>::sync(&Default::default()).unwrap();
+        }
         let first = if on("chainfirst") {
             let mut cw = mw.cache(1, cap);
             Some(super::v(mw.hidden(idw.clone(), &mut cw).unwrap()))
@@ -130,6 +134,36 @@ mod neo {
         let mf = model::<Flex>(q8);
         let idf: Tensor<Flex, 2, Int> =
             Tensor::from_data(TensorData::new(ids, [1, n]), &Default::default());
+        // `twice`: the whole forward twice on wgpu (fresh caches), each against flex.
+        // `warm=PIECE`: one piece on wgpu (embed, ln1, qproj, cfc, cproj, project) before it.
+        if on("twice") || flags.contains("warm=") {
+            let mut cf = mf.cache(1, cap);
+            let r = super::v(mf.hidden(idf.clone(), &mut cf).unwrap());
+            let ef = mf.wte.forward(idf.clone());
+            let l1f = mf.h[0].ln_1.forward(ef.clone());
+            let fcf = mf.h[0].mlp.c_fc.forward(l1f.clone());
+            let piece = flags.split(',').find_map(|f| f.strip_prefix("warm="));
+            match piece {
+                Some("embed") => drop(super::v(mw.wte.forward(idw.clone()))),
+                Some("ln1") => drop(super::v(mw.h[0].ln_1.forward(up(&ef)))),
+                Some("qproj") => drop(super::v(mw.h[0].attn.q_proj.forward(up(&l1f)))),
+                Some("cfc") => drop(super::v(mw.h[0].mlp.c_fc.forward(up(&l1f)))),
+                Some("cproj") => drop(super::v(mw.h[0].mlp.c_proj.forward(up(&fcf)))),
+                Some("project") => drop(super::v(mw.wte.project(up(&l1f)))),
+                _ => {}
+            }
+            for pass in 1..=if on("twice") { 2 } else { 1 } {
+                let mut cw = mw.cache(1, cap);
+                let g = super::v(mw.hidden(idw.clone(), &mut cw).unwrap());
+                let diff = g
+                    .iter()
+                    .zip(&r)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                println!("hidden, pass {pass}, warm-up {piece:?}: {diff:.3e}");
+            }
+            return;
+        }
         if let Some(g) = first {
             let mut cf = mf.cache(1, cap);
             let r = super::v(mf.hidden(idf.clone(), &mut cf).unwrap());
