@@ -24,6 +24,14 @@ fn q8(seed: u64, rows: usize, cols: usize) -> QMatrix {
     QMatrix::quantize(QType::Q8_0, rows, cols, &vals(seed, rows * cols)).unwrap()
 }
 
+/// The largest absolute difference between two equally long vectors.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 fn v<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
@@ -71,11 +79,7 @@ fn main() {
     let want = run::<burn::backend::Flex>(&flags, &Default::default());
     let got = run::<burn::backend::Wgpu>(&flags, &Default::default());
     for ((name, g), (_, w)) in got.iter().zip(&want) {
-        let diff = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(g, w);
         let big = w.iter().map(|a| a.abs()).fold(0f32, f32::max);
         println!("{name}: max |wgpu - flex| = {diff:.3e} (max |flex| {big:.3})");
     }
@@ -93,11 +97,7 @@ mod neo {
     fn cmp<const D: usize>(name: &str, w: Tensor<Wgpu, D>, f: &Tensor<Flex, D>) {
         let g = super::v(w);
         let r = super::v(f.clone());
-        let diff = g
-            .iter()
-            .zip(&r)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = super::max_diff(&g, &r);
         let big = r.iter().map(|a| a.abs()).fold(0f32, f32::max);
         println!("{name}: max |wgpu - flex| = {diff:.3e} (max |flex| {big:.3})");
     }
@@ -155,11 +155,7 @@ mod neo {
             for pass in 1..=if on("twice") { 2 } else { 1 } {
                 let mut cw = mw.cache(1, cap);
                 let g = super::v(mw.hidden(idw.clone(), &mut cw).unwrap());
-                let diff = g
-                    .iter()
-                    .zip(&r)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let diff = super::max_diff(&g, &r);
                 println!("hidden, pass {pass}, warm-up {piece:?}: {diff:.3e}");
             }
             return;
@@ -167,11 +163,7 @@ mod neo {
         if let Some(g) = first {
             let mut cf = mf.cache(1, cap);
             let r = super::v(mf.hidden(idf.clone(), &mut cf).unwrap());
-            let diff = g
-                .iter()
-                .zip(&r)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = super::max_diff(&g, &r);
             println!("hidden, wgpu first in process (cap {cap}): {diff:.3e}");
             return;
         }
