@@ -256,10 +256,51 @@ impl Template {
     }
 }
 
-/// How many template instructions one compile or render may run. A real chat template spends
-/// tens per message; a template from a hostile file that loops (nested `range`s) stops here
-/// with an error instead of running for hours.
-pub const JINJA_FUEL: u64 = 20_000_000;
+/// The work one compile or render may do, in minijinja's fuel: every instruction costs one, and
+/// every 64 bytes of data the template creates (strings built with `~`, `*`, filters, the output)
+/// cost one more, checked before a large allocation is made. A real chat template spends tens
+/// per message; a template from a hostile file that loops (nested `range`s) or builds data
+/// (`s ~ s` doubling, `"x" * 10**10`, `replace` squaring) stops here with an error instead of
+/// running for hours or exhausting memory: a render produces at most `JINJA_FUEL * 64` bytes
+/// (256 MiB) in all.
+pub const JINJA_FUEL: u64 = 4_000_000;
+
+/// The rendered prompt may be at most this many bytes, plus [`PROMPT_PER_MESSAGE_BYTE`] per byte
+/// of the messages. Real templates add a few hundred bytes per message; a hostile template that
+/// writes in a loop stops here with an error instead of filling memory.
+pub const PROMPT_BASE_BYTES: usize = 1 << 20;
+/// See [`PROMPT_BASE_BYTES`].
+pub const PROMPT_PER_MESSAGE_BYTE: usize = 8;
+
+fn prompt_limit(messages: &[Message]) -> usize {
+    let given: usize = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum();
+    PROMPT_BASE_BYTES.saturating_add(given.saturating_mul(PROMPT_PER_MESSAGE_BYTE))
+}
+
+/// Collects the rendered prompt and refuses to grow past `limit` bytes.
+struct Bounded {
+    out: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len().saturating_add(buf.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the rendered prompt is too long"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn jinja_env() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
@@ -267,7 +308,7 @@ fn jinja_env() -> minijinja::Environment<'static> {
     env
 }
 
-/// Runs minijinja on a template that came from a file. minijinja 2.12 panics on some inputs
+/// Runs minijinja on a template that came from a file. minijinja 2.12 panicked on some inputs
 /// instead of returning an error (an `unwrap` on `None` when it compares an overflowed integer
 /// expression with a float, found by the `chat_template` fuzz target); such a panic becomes a
 /// template error here.
@@ -322,13 +363,35 @@ pub fn render(
                 let tmpl = env
                     .get_template("chat")
                     .map_err(|e| ChatError::Template(e.to_string()))?;
-                tmpl.render(minijinja::context! {
-                    messages => messages,
-                    add_generation_prompt => add_generation_prompt,
-                    bos_token => bos_token,
-                    eos_token => eos_token,
+                let limit = prompt_limit(messages);
+                let mut sink = Bounded {
+                    out: Vec::new(),
+                    limit,
+                    overflowed: false,
+                };
+                tmpl.render_captured_to(
+                    minijinja::context! {
+                        messages => minijinja::value::Serde(messages),
+                        add_generation_prompt => add_generation_prompt,
+                        bos_token => bos_token,
+                        eos_token => eos_token,
+                    },
+                    &mut sink,
+                )
+                .map_err(|e| {
+                    if sink.overflowed {
+                        ChatError::Template(format!(
+                            "the rendered prompt is longer than {limit} bytes (the limit is \
+                             {PROMPT_BASE_BYTES} bytes plus {PROMPT_PER_MESSAGE_BYTE} per byte \
+                             of the messages)"
+                        ))
+                    } else {
+                        ChatError::Template(e.to_string())
+                    }
+                })?;
+                String::from_utf8(sink.out).map_err(|_| {
+                    ChatError::Template("the template rendered text that is not UTF-8".into())
                 })
-                .map_err(|e| ChatError::Template(e.to_string()))
             })?;
         }
         Template::ChatMl => {
@@ -505,22 +568,106 @@ mod tests {
     }
 
     /// Found by the `chat_template` fuzz target (seed `crash-0579fee3`): minijinja 2.12
-    /// panics on this template; the zoo reports a template error.
+    /// panicked on this template (the zoo caught it and reported a template error); 3.1
+    /// renders it. Either way the caller gets an answer, not a panic.
     #[test]
-    fn a_template_that_panics_minijinja_is_an_error() {
+    fn a_template_that_panicked_minijinja_renders_or_errors() {
         let source = include_str!("../../../tests/fuzz/seeds/chat_template/crash-0579fee3");
         let result = Template::jinja(source, "<s>", "</s>").and_then(|t| render(&t, &conv(), true));
-        let err = result.unwrap_err().to_string();
-        assert!(err.starts_with("chat template:"), "{err}");
+        match result {
+            Ok(text) => assert_eq!(text, "False/"),
+            Err(e) => assert!(e.to_string().starts_with("chat template:"), "{e}"),
+        }
     }
 
     /// A template that would run ~1e15 steps stops at the fuel limit with an error.
     #[test]
     fn a_template_that_loops_for_ever_runs_out_of_fuel() {
         let source = "{% for a in range(100000) %}{% for b in range(100000) %}\
-                      {% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}";
+                      {% for c in range(100000) %}{% set x = c %}{% endfor %}{% endfor %}\
+                      {% endfor %}";
         let t = Template::jinja(source, "<s>", "</s>").unwrap();
         let err = render(&t, &conv(), true).unwrap_err().to_string();
         assert!(err.contains("fuel"), "{err}");
+    }
+
+    /// A template that writes more than the prompt limit stops with an error that says so,
+    /// long before fuel or memory run out.
+    #[test]
+    fn a_template_that_writes_too_much_is_an_error() {
+        let source = "{% for a in range(100000) %}{{ 'x' * 100000 }}{% endfor %}";
+        let t = Template::jinja(source, "<s>", "</s>").unwrap();
+        let err = render(&t, &conv(), true).unwrap_err().to_string();
+        assert!(err.contains("longer than"), "{err}");
+        // The limit grows with the messages: the same template over a small range renders.
+        let small = Template::jinja(
+            "{% for a in range(10) %}{{ 'x' * 1000 }}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(render(&small, &conv(), true).unwrap().len(), 10_000);
+    }
+
+    /// Found by the `chat_template` fuzz target: a string or a list repeated ~1e10 times
+    /// aborted the process in minijinja 2.12 (`str::repeat`, "memory allocation of 31604306176
+    /// bytes failed"). minijinja 3.1 refuses a repetition of more than 1e8 bytes or items.
+    #[test]
+    fn a_huge_repetition_is_an_error() {
+        for source in [
+            "{{ 'x' * 30000000000 }}",
+            "{{ [0] * 1073741824 }}",
+            include_str!("../../../tests/fuzz/seeds/chat_template/oom-3ccb91fa"),
+        ] {
+            let t = Template::jinja(source, "<s>", "</s>").unwrap();
+            let err = render(&t, &conv(), true).unwrap_err().to_string();
+            assert!(err.starts_with("chat template:"), "{err}");
+        }
+    }
+
+    /// Every seed of the `chat_template` fuzz target, the crash inputs among them, renders or
+    /// fails with an error: none panics through, aborts or runs out of memory.
+    #[test]
+    fn every_fuzz_seed_renders_or_errors() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fuzz/seeds/chat_template");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Ok(source) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            if let Ok(t) = Template::jinja(source, "<s>", "</s>") {
+                let _ = render(&t, &conv(), true);
+            }
+            n += 1;
+        }
+        assert!(n >= 20, "only {n} seeds in {}", dir.display());
+    }
+
+    /// Data a template builds for itself is charged against the fuel (minijinja 3.1): doubling
+    /// a string forty times, or squaring it with `replace`, stops with an error instead of
+    /// exhausting memory.
+    #[test]
+    fn a_template_that_builds_data_runs_out_of_fuel() {
+        for source in [
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s|replace('x', ns.s) %}{% endfor %}{{ ns.s|length }}",
+        ] {
+            let t = Template::jinja(source, "<s>", "</s>").unwrap();
+            let err = render(&t, &conv(), true).unwrap_err().to_string();
+            assert!(err.contains("fuel"), "{err}");
+        }
+        // Twenty doublings (1 MiB) are within the budget.
+        let fine = Template::jinja(
+            "{% set ns = namespace(s='x') %}{% for i in range(20) %}\
+             {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(render(&fine, &conv(), true).unwrap(), "1048576");
     }
 }
