@@ -344,7 +344,8 @@ impl DynLanguageModel {
     }
 
     /// [`DynLanguageModel::open`] with the PEFT LoRA adapter folder `adapter` applied
-    /// (GPT-2 and LLaMA; see [`crate::finetune::apply_adapter`]).
+    /// (GPT-2, LLaMA, GLM; a ChatGLM-6B P-Tuning v2 folder too; see
+    /// [`crate::finetune::apply_adapter`]).
     pub fn open_adapted(
         kind: BackendKind,
         path: &Path,

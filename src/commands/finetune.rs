@@ -61,8 +61,10 @@ pub struct FinetuneArgs {
     /// Dropout on the adapters' input.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
-    /// Layers that get adapters, by the checkpoint's module names.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    /// Layers that get adapters, by the checkpoint's module names. Default: PEFT's for the
+    /// architecture: q_proj,v_proj (LLaMA, GLM-4 as GlmForCausalLM), c_attn (GPT-2),
+    /// query,value (BERT), query_key_value (ChatGLM-6B/2/3).
+    #[arg(long, value_delimiter = ',')]
     pub target: Vec<String>,
     /// adamw or sgd.
     #[arg(long, default_value = "adamw")]

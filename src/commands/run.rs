@@ -42,7 +42,7 @@ pub struct ForwardArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
-    /// A PEFT LoRA adapter folder to apply (GPT-2 and LLaMA).
+    /// An adapter folder to apply: PEFT LoRA (GPT-2, LLaMA, GLM) or ChatGLM-6B P-Tuning v2.
     #[arg(long)]
     pub adapter: Option<std::path::PathBuf>,
 }

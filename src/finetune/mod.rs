@@ -789,6 +789,35 @@ fn run_family<B: AutodiffBackend>(
                 .map_err(crate::Error::from)?;
             run_generator(generator, options, device, true, on_event)
         }
+        (Method::Lora, Family::Glm) => {
+            use crate::glm::Glm;
+            let generator = crate::glm::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            // One module type per generation: each trains under its own checkpoint's names.
+            match &generator.model {
+                Glm::V1(_) => {
+                    let generator = generator.map_model(|m| match m {
+                        Glm::V1(m) => m,
+                        _ => unreachable!("matched as ChatGLM-6B above"),
+                    });
+                    run_generator(generator, options, device, false, on_event)
+                }
+                Glm::V2(_) => {
+                    let generator = generator.map_model(|m| match m {
+                        Glm::V2(m) => m,
+                        _ => unreachable!("matched as ChatGLM2/3 above"),
+                    });
+                    run_generator(generator, options, device, false, on_event)
+                }
+                Glm::Hf(_) => {
+                    let generator = generator.map_model(|m| match m {
+                        Glm::Hf(m) => m,
+                        _ => unreachable!("matched as GlmForCausalLM above"),
+                    });
+                    run_generator(generator, options, device, false, on_event)
+                }
+            }
+        }
         (Method::PtuningV2 { pre_seq_len }, Family::Glm) => {
             let generator = crate::glm::open_with::<B>(&model.path, device, format)
                 .map_err(crate::Error::from)?;
@@ -867,7 +896,7 @@ fn run_family<B: AutodiffBackend>(
             other.name()
         ))),
         (Method::Lora, other) => Err(FinetuneError::Config(format!(
-            "LoRA fine-tuning of {} models is not implemented yet (GPT-2, LLaMA and BERT are)",
+            "LoRA fine-tuning of {} models is not implemented yet (GPT-2, LLaMA, GLM and BERT are)",
             other.name()
         ))),
     }
@@ -989,8 +1018,16 @@ fn start_lora<B: Backend, M: Trainable<B>>(
     match resume.or(options.adapter.as_ref()) {
         Some(dir) => Ok(peft::load_adapter(model, dir)?),
         None => {
-            peft::attach_new(model, &options.lora, seed)?;
-            Ok(options.lora.clone())
+            let mut lora = options.lora.clone();
+            if lora.targets.is_empty() {
+                lora.targets = model
+                    .default_targets()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
+            }
+            peft::attach_new(model, &lora, seed)?;
+            Ok(lora)
         }
     }
 }
@@ -1266,7 +1303,7 @@ pub fn apply_bert_adapter<B: Backend>(
 }
 
 /// Loads the adapter folder `dir` onto a causal LM for inference: a PEFT LoRA adapter (GPT-2,
-/// LLaMA), or a P-Tuning v2 checkpoint (ChatGLM-6B; see [`ptuning::apply_prefix`]).
+/// LLaMA, every GLM generation), or a P-Tuning v2 checkpoint (ChatGLM-6B; see [`ptuning::apply_prefix`]).
 pub fn apply_adapter<B: Backend>(
     model: &mut crate::CausalModel<B>,
     dir: &Path,
@@ -1274,9 +1311,15 @@ pub fn apply_adapter<B: Backend>(
     match model {
         crate::CausalModel::Llama(m) => peft::load_adapter(m, dir).map(|_| ()),
         crate::CausalModel::Gpt2(m) => peft::load_adapter(m, dir).map(|_| ()),
+        // A PEFT folder is LoRA; a ChatGLM-6B folder without one is a P-Tuning v2 checkpoint.
+        crate::CausalModel::Glm(glm) if dir.join(peft::ADAPTER_CONFIG).is_file() => match glm {
+            crate::glm::Glm::V1(m) => peft::load_adapter(m, dir).map(|_| ()),
+            crate::glm::Glm::V2(m) => peft::load_adapter(m, dir).map(|_| ()),
+            crate::glm::Glm::Hf(m) => peft::load_adapter(m, dir).map(|_| ()),
+        },
         crate::CausalModel::Glm(crate::glm::Glm::V1(m)) => ptuning::apply_prefix(m, dir),
         _ => Err(FinetuneError::Adapter(format!(
-            "{}: adapters are implemented for GPT-2 and LLaMA (LoRA) and ChatGLM-6B (P-Tuning v2)",
+            "{}: adapters are implemented for GPT-2, LLaMA and GLM (LoRA) and ChatGLM-6B (P-Tuning v2)",
             dir.display()
         ))),
     }

@@ -11,9 +11,14 @@ use serde_json::{json, Value};
 
 use super::FinetuneError;
 use crate::bert::Bert;
+use crate::glm::hf::GlmHf;
+use crate::glm::v2::ChatGlmV2;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::nn::{CausalLm, Dense, Logits, Lora, Weights};
+
+/// The settings file of a PEFT adapter folder.
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 /// PEFT's prefix of every adapter tensor of a causal LM.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -51,6 +56,12 @@ pub trait Trainable<B: Backend>: burn::module::Module<B> {
 
     /// The longest sequence the model accepts.
     fn context(&self) -> usize;
+
+    /// The layers LoRA targets when none are given: PEFT's defaults for the architecture
+    /// (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
+    fn default_targets(&self) -> &'static [&'static str] {
+        &["q_proj", "v_proj"]
+    }
 }
 
 macro_rules! llama_denses {
@@ -138,6 +149,98 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
     fn context(&self) -> usize {
         self.n_positions
     }
+
+    fn default_targets(&self) -> &'static [&'static str] {
+        &["c_attn"]
+    }
+}
+
+macro_rules! glm2_denses {
+    ($model:expr, $iter:ident, $($r:tt)*) => {{
+        let mut out = Vec::new();
+        for (i, l) in $model.layers.$iter().enumerate() {
+            let p = format!("transformer.encoder.layers.{i}");
+            out.push((format!("{p}.self_attention.query_key_value"), $($r)* l.query_key_value));
+            out.push((format!("{p}.self_attention.dense"), $($r)* l.dense));
+            out.push((format!("{p}.mlp.dense_h_to_4h"), $($r)* l.dense_h_to_4h));
+            out.push((format!("{p}.mlp.dense_4h_to_h"), $($r)* l.dense_4h_to_h));
+        }
+        if let Some(head) = $($r)* $model.output_layer {
+            out.push(("transformer.output_layer".to_string(), head));
+        }
+        out
+    }};
+}
+
+/// ChatGLM2/3 and GLM-4 in the `chatglm` layout, under `ChatGLMForConditionalGeneration`'s
+/// module names (`transformer.encoder.layers.0.self_attention.query_key_value`).
+impl<B: Backend> Trainable<B> for ChatGlmV2<B> {
+    fn dense_layers(&self) -> Vec<(String, &Dense<B>)> {
+        glm2_denses!(self, iter, &)
+    }
+
+    fn dense_layers_mut(&mut self) -> Vec<(String, &mut Dense<B>)> {
+        glm2_denses!(self, iter_mut, &mut)
+    }
+
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
+        let [b, t] = ids.dims();
+        let mut cache = self.cache(b, t);
+        Ok(self
+            .forward_cached(ids, &mut cache, Logits::All)
+            .map_err(crate::Error::from)?)
+    }
+
+    fn context(&self) -> usize {
+        self.max_positions
+    }
+
+    fn default_targets(&self) -> &'static [&'static str] {
+        &["query_key_value"]
+    }
+}
+
+macro_rules! glm_hf_denses {
+    ($model:expr, $iter:ident, $($r:tt)*) => {{
+        let mut out = Vec::new();
+        for (i, l) in $model.layers.$iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), $($r)* l.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), $($r)* l.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), $($r)* l.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), $($r)* l.o_proj));
+            out.push((format!("{p}.mlp.gate_up_proj"), $($r)* l.gate_up_proj));
+            out.push((format!("{p}.mlp.down_proj"), $($r)* l.down_proj));
+        }
+        if let Some(head) = $($r)* $model.lm_head {
+            out.push(("lm_head".to_string(), head));
+        }
+        out
+    }};
+}
+
+/// GLM-4 as transformers' `GlmForCausalLM` (`model.layers.0.self_attn.q_proj`,
+/// `model.layers.0.mlp.gate_up_proj`).
+impl<B: Backend> Trainable<B> for GlmHf<B> {
+    fn dense_layers(&self) -> Vec<(String, &Dense<B>)> {
+        glm_hf_denses!(self, iter, &)
+    }
+
+    fn dense_layers_mut(&mut self) -> Vec<(String, &mut Dense<B>)> {
+        glm_hf_denses!(self, iter_mut, &mut)
+    }
+
+    fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
+        let [b, t] = ids.dims();
+        let mut cache = self.cache(b, t);
+        Ok(self
+            .forward_cached(ids, &mut cache, Logits::All)
+            .map_err(crate::Error::from)?)
+    }
+
+    fn context(&self) -> usize {
+        self.max_positions
+    }
 }
 
 /// BERT under BertForMaskedLM's module names (`bert.encoder.layer.0.attention.self.query`,
@@ -207,6 +310,10 @@ impl<B: Backend> Trainable<B> for Bert<B> {
 
     fn label_shift(&self) -> usize {
         0
+    }
+
+    fn default_targets(&self) -> &'static [&'static str] {
+        &["query", "value"]
     }
 
     fn context(&self) -> usize {
@@ -312,7 +419,7 @@ fn config_err(path: &Path, what: impl std::fmt::Display) -> FinetuneError {
 /// Reads an adapter folder's `adapter_config.json`. Settings the zoo does not implement
 /// (DoRA, per-layer ranks, bias training, extra trained modules) are errors, not ignored.
 pub fn read_config(dir: &Path) -> Result<LoraConfig, FinetuneError> {
-    let path = dir.join("adapter_config.json");
+    let path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&path).map_err(|e| config_err(&path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| config_err(&path, e))?;
     if let Some(t) = v.get("peft_type").and_then(Value::as_str) {
@@ -533,7 +640,7 @@ pub fn write_adapter_as(
         "modules_to_save": null,
     });
     let text = serde_json::to_string_pretty(&cfg).expect("JSON");
-    write_atomic(&dir.join("adapter_config.json"), text.as_bytes())
+    write_atomic(&dir.join(ADAPTER_CONFIG), text.as_bytes())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place.

@@ -97,6 +97,10 @@ impl<B: Backend> Trainable<B> for ChatGlmV1<B> {
     fn context(&self) -> usize {
         self.max_positions
     }
+
+    fn default_targets(&self) -> &'static [&'static str] {
+        &["query_key_value"]
+    }
 }
 
 /// The parameter id of the trainable prefix (fixed, so a saved optimizer state applies to the

@@ -238,6 +238,21 @@ impl Gpt2Case {
     }
 }
 
+struct GlmHfCase(&'static str);
+
+impl GlmHfCase {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = kind_of::<B>(&device);
+        let dir = fixtures().join("glm/hf_tiny");
+        let lm = burn_zoo::glm::open_with::<Autodiff<B>>(&dir, &device, WeightFormat::AS_STORED)
+            .unwrap();
+        let burn_zoo::glm::Glm::Hf(model) = lm.model else {
+            panic!("glm/hf_tiny opens as GlmForCausalLM");
+        };
+        check_case::<Autodiff<B>, _>(model.no_grad(), self.0, kind, &device);
+    }
+}
+
 struct BertCase(&'static str);
 
 impl BertCase {
@@ -280,6 +295,14 @@ fn llama_lora_adamw_with_accumulation_and_clipping_matches_peft() {
 #[test]
 fn gpt2_lora_adamw_cosine_matches_peft() {
     on_every_backend!(|_kind| Gpt2Case("gpt2_adamw"));
+}
+
+/// LoRA on GLM-4 as transformers' `GlmForCausalLM` (partial interleaved RoPE, GQA, q/k/v
+/// bias, the fused `gate_up_proj`): AdamW with warmup, linear decay and clipping, on `q_proj`,
+/// `v_proj` and `gate_up_proj`.
+#[test]
+fn glm_hf_lora_adamw_matches_peft() {
+    on_every_backend!(|_kind| GlmHfCase("glm_hf_adamw"));
 }
 
 /// LoRA on a BertForMaskedLM with the masked-LM loss (no shift, padding masked out of the

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
-use burn::tensor::backend::Backend;
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn_zoo::finetune::{
     causal_lm_loss_sum, eval_loss, load_examples, ptuning, trainable_parameters, DataFormat,
@@ -16,7 +16,7 @@ use burn_zoo::finetune::{
 };
 use burn_zoo::glm::v1::ChatGlmV1;
 
-use crate::common::{fixtures, json, max_abs_diff, stdout_json, tensor_rows, zoo};
+use crate::common::{fixtures, json, max_abs_diff, rows, stdout_json, tensor_rows, zoo};
 
 /// Prefix positions in these tests.
 const PRE: usize = 3;
@@ -57,7 +57,7 @@ fn whole_batch() -> (Vec<i64>, Vec<i64>, [usize; 2]) {
 }
 
 /// The mean causal-LM loss over every record (what the trainer's step loss is).
-fn loss_of<B: Backend>(model: &ChatGlmV1<B>, device: &B::Device) -> Tensor<B, 1> {
+fn loss_of<B: Backend, M: Trainable<B>>(model: &M, device: &B::Device) -> Tensor<B, 1> {
     let (ids, labels, shape) = whole_batch();
     let scored = (0..shape[0])
         .map(|r| {
@@ -396,4 +396,336 @@ fn cli_ptuning_trains_and_resumes() {
         "{}",
         String::from_utf8_lossy(&llama.stderr)
     );
+}
+
+/// Rank of the adapters in the LoRA gradient checks.
+const LORA_RANK: usize = 2;
+
+/// A GLM generation whose LoRA gradient is checked: its tiny checkpoint and the layers that
+/// get adapters (an attention projection of the first block, an MLP projection of the second).
+#[derive(Clone, Copy)]
+enum LoraCase {
+    /// ChatGLM-6B: 2D positions, the prefix-LM mask, `query_key_value` interleaved per head.
+    V1,
+    /// ChatGLM2's `chatglm` layout: multi-query groups, half-rotary RoPE, SwiGLU.
+    V2,
+}
+
+impl LoraCase {
+    fn layers(self) -> [&'static str; 2] {
+        match self {
+            LoraCase::V1 => [
+                "transformer.layers.0.attention.query_key_value",
+                "transformer.layers.1.mlp.dense_4h_to_h",
+            ],
+            LoraCase::V2 => [
+                "transformer.encoder.layers.0.self_attention.query_key_value",
+                "transformer.encoder.layers.1.mlp.dense_h_to_4h",
+            ],
+        }
+    }
+
+    fn dir(self) -> PathBuf {
+        match self {
+            LoraCase::V1 => base_dir(),
+            LoraCase::V2 => fixtures().join("finetune/chatglm2_tiny"),
+        }
+    }
+}
+
+/// Seeded, nonzero starting values of `n` adapter elements, so the gradient reaches both A
+/// and B.
+fn lora_start(n: usize) -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
+        })
+        .collect()
+}
+
+/// `base` with adapters on `layers` holding `values` (A `[r, in]` then B `[out, r]`, layer by
+/// layer in the model's order, row-major).
+fn with_lora<B: Backend, M: Trainable<B> + Clone>(
+    base: &M,
+    layers: &[&str],
+    values: &[f32],
+    device: &B::Device,
+) -> M {
+    let mut model = base.clone();
+    let mut at = 0;
+    for (path, dense) in model.dense_layers_mut() {
+        if layers.contains(&path.as_str()) {
+            let (d_in, d_out) = (dense.d_in(), dense.d_out());
+            let mut take = |shape: [usize; 2]| {
+                let n = shape[0] * shape[1];
+                let v = values[at..at + n].to_vec();
+                at += n;
+                Tensor::<B, 2>::from_data(TensorData::new(v, shape), device)
+            };
+            let a = take([LORA_RANK, d_in]);
+            let b = take([d_out, LORA_RANK]);
+            dense.lora = Some(burn_zoo::nn::Lora::new(&path, a, b, 4.0, 0.0));
+        }
+    }
+    assert_eq!(at, values.len(), "every value went into an adapter");
+    model
+}
+
+/// How many adapter elements `layers` of `model` hold at rank [`LORA_RANK`].
+fn lora_size<B: Backend, M: Trainable<B>>(model: &M, layers: &[&str]) -> usize {
+    model
+        .dense_layers()
+        .iter()
+        .filter(|(p, _)| layers.contains(&p.as_str()))
+        .map(|(_, d)| LORA_RANK * (d.d_in() + d.d_out()))
+        .sum()
+}
+
+/// The gradient of the mean loss with respect to every adapter element.
+fn lora_gradient<B: AutodiffBackend, M: Trainable<B> + Clone>(
+    base: &M,
+    layers: &[&str],
+    device: &B::Device,
+) -> Vec<f64> {
+    let values = lora_start(lora_size(base, layers));
+    let model = with_lora(base, layers, &values, device);
+    let grads = loss_of(&model, device).backward();
+    let mut out = Vec::new();
+    for (path, dense) in model.dense_layers() {
+        if let Some(lora) = &dense.lora {
+            for p in [&lora.a, &lora.b] {
+                let g = p
+                    .val()
+                    .grad(&grads)
+                    .unwrap_or_else(|| panic!("{path}: an adapter without a gradient"));
+                out.extend(g.into_data().convert::<f64>().into_vec::<f64>().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// [`lora_gradient`] by fourth-order central differences.
+fn lora_finite_differences<B: Backend, M: Trainable<B> + Clone>(
+    base: &M,
+    layers: &[&str],
+    device: &B::Device,
+    h: f64,
+) -> Vec<f64> {
+    let start = lora_start(lora_size(base, layers));
+    (0..start.len())
+        .map(|k| {
+            let at = |step: f64| {
+                let mut values = start.clone();
+                values[k] += step as f32;
+                scalar(loss_of(&with_lora(base, layers, &values, device), device))
+            };
+            let near = at(h) - at(-h);
+            let far = at(2.0 * h) - at(-2.0 * h);
+            (8.0 * near - far) / (12.0 * h)
+        })
+        .collect()
+}
+
+/// The case's model on backend `B`, as a [`Trainable`] module given to `f`.
+macro_rules! with_glm {
+    ($case:expr, $B:ty, $device:expr, |$m:ident| $body:expr) => {
+        match $case {
+            LoraCase::V1 => {
+                let (_, $m) = burn_zoo::glm::v1::load::<$B>(&$case.dir(), $device).unwrap();
+                let $m = $m.no_grad();
+                $body
+            }
+            LoraCase::V2 => {
+                let (_, $m) = burn_zoo::glm::v2::load::<$B>(&$case.dir(), $device).unwrap();
+                let $m = $m.no_grad();
+                $body
+            }
+        }
+    };
+}
+
+struct LoraGradientCheck<'a>(LoraCase, &'a [f64]);
+
+impl LoraGradientCheck<'_> {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = crate::finetune::kind_of::<B>(&device);
+        let case = self.0;
+        let got = with_glm!(case, Autodiff<B>, &device, |m| lora_gradient(
+            &m,
+            &case.layers(),
+            &device
+        ));
+        let err = max_diff(&got, self.1) / max_abs(self.1);
+        eprintln!("[{kind}] LoRA gradient vs central differences: max relative {err:.2e}");
+        assert!(
+            err < GRADIENT_TOLERANCE,
+            "[{kind}] LoRA gradient differs from central differences by {err:.3e} (relative)"
+        );
+    }
+}
+
+fn lora_gradient_check(case: LoraCase, size: usize) {
+    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        with_glm!(case, B, &device, |m| lora_finite_differences(
+            &m,
+            &case.layers(),
+            &device,
+            1e-2
+        ))
+    })
+    .unwrap();
+    assert_eq!(fd.len(), size);
+    let scale = max_abs(&fd);
+    assert!(scale > 1e-3, "the loss depends on the adapters ({scale})");
+    on_every_backend!(|_kind| LoraGradientCheck(case, &fd));
+}
+
+/// LoRA on ChatGLM-6B (2D positions, the prefix-LM mask, the fused per-head `[q, k, v]`
+/// projection): the gradient of the causal-LM loss with respect to every element of two
+/// adapters (autodiff, every backend) equals its central differences (on a CPU backend). There
+/// is no PyTorch reference for this layout: ChatGLM's modelling code does not run in
+/// transformers 5; its forward pass is checked against that code by the golden files.
+#[test]
+fn chatglm6b_lora_gradient_matches_finite_differences() {
+    // query_key_value 16 → 48, dense_4h_to_h 32 → 16, rank 2.
+    lora_gradient_check(LoraCase::V1, 2 * (16 + 48) + 2 * (32 + 16));
+}
+
+/// The same for ChatGLM2/3 and GLM-4 in the `chatglm` layout (multi-query groups, RoPE on half
+/// of each head, SwiGLU's fused `[gate, up]`).
+#[test]
+fn chatglm2_lora_gradient_matches_finite_differences() {
+    // query_key_value 16 → 32 (2 query heads + 1 key/value group of 8), dense_h_to_4h 16 → 48.
+    lora_gradient_check(LoraCase::V2, 2 * (16 + 32) + 2 * (16 + 48));
+}
+
+/// `zoo finetune --method lora` on ChatGLM-6B: PEFT's default targets for `chatglm`
+/// (`query_key_value`), PEFT's tensor names, the loss going down; `zoo forward --adapter`
+/// applies the result as the library does.
+#[test]
+fn cli_lora_on_chatglm6b_trains_and_applies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lora");
+    let args = vec![
+        "--backend".to_string(),
+        crate::common::cpu_backend().name().to_string(),
+        "--json".into(),
+        "finetune".into(),
+        path_str(base_dir()),
+        "--method".into(),
+        "lora".into(),
+        "--data".into(),
+        path_str(data_path()),
+        "--lr".into(),
+        "0.05".into(),
+        "--rank".into(),
+        "2".into(),
+        "--batch-size".into(),
+        "3".into(),
+        "--steps".into(),
+        "6".into(),
+        "--no-shuffle".into(),
+        "--out".into(),
+        path_str(out.clone()),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = losses(&stdout_json(&zoo(&refs)));
+    assert_eq!(first.len(), 6);
+    assert!(first[4] < first[0], "{first:?}");
+    let config = json(&out.join("adapter_config.json"));
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["query_key_value"])
+    );
+    assert_eq!(config["r"], 2);
+    let mut w = burn_zoo::nn::Weights::open(&out.join("adapter_model.safetensors")).unwrap();
+    let mut names: Vec<String> = w.names().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "base_model.model.transformer.layers.0.attention.query_key_value.lora_A.weight",
+            "base_model.model.transformer.layers.0.attention.query_key_value.lora_B.weight",
+            "base_model.model.transformer.layers.1.attention.query_key_value.lora_A.weight",
+            "base_model.model.transformer.layers.1.attention.query_key_value.lora_B.weight",
+        ]
+    );
+    assert_eq!(
+        w.shape("base_model.model.transformer.layers.0.attention.query_key_value.lora_B.weight")
+            .unwrap(),
+        [48, 2]
+    );
+    // The adapter trained: B left PEFT's zero start.
+    let b = w
+        .take_f32(
+            "base_model.model.transformer.layers.1.attention.query_key_value.lora_B.weight",
+            &[48, 2],
+        )
+        .unwrap();
+    assert!(b.iter().any(|v| v.abs() > 1e-4));
+    // `zoo forward --adapter` = the library's model with the adapter loaded.
+    let ids = [5u32, 6, 7, 19, 20, 8, 9];
+    let ids_s = ids.map(|i| i.to_string()).join(",");
+    let forward = |adapter: bool| {
+        let mut a = vec![
+            "--backend".to_string(),
+            "flex".into(),
+            "--json".into(),
+            "forward".into(),
+            path_str(base_dir()),
+            "--ids".into(),
+            ids_s.clone(),
+        ];
+        if adapter {
+            a.extend(["--adapter".to_string(), path_str(out.clone())]);
+        }
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        stdout_json(&zoo(&refs))
+    };
+    let with = rows(&forward(true)["logits"]);
+    let without = rows(&forward(false)["logits"]);
+    type F = burn_zoo::backends::Flex;
+    let dev = Default::default();
+    let (_, mut model) = burn_zoo::glm::v1::load::<F>(&base_dir(), &dev).unwrap();
+    burn_zoo::finetune::peft::load_adapter(&mut model, &out).unwrap();
+    let want = tensor_rows(
+        model
+            .batch_logits(burn_zoo::nn::ids_tensor(&ids, &dev))
+            .unwrap(),
+    );
+    let diff = max_abs_diff(&with, &want);
+    assert!(diff < 1e-4, "zoo forward --adapter vs the library: {diff}");
+    assert!(
+        max_abs_diff(&with, &without) > 1e-3,
+        "the adapter changes the logits"
+    );
+    // The other GLM layouts train under their own checkpoints' names and PEFT's defaults.
+    for (dir, first) in [
+        (
+            fixtures().join("finetune/chatglm2_tiny"),
+            "base_model.model.transformer.encoder.layers.0.self_attention.query_key_value.lora_A.weight",
+        ),
+        (
+            fixtures().join("glm/hf_tiny"),
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        ),
+    ] {
+        let out = tmp.path().join(dir.file_name().unwrap());
+        let mut a = args.clone();
+        a[4] = path_str(dir.clone());
+        let n = a.len();
+        a[n - 1] = path_str(out.clone());
+        a[n - 4] = "2".into(); // --steps
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        assert_eq!(losses(&stdout_json(&zoo(&refs))).len(), 2);
+        let w = burn_zoo::nn::Weights::open(&out.join("adapter_model.safetensors")).unwrap();
+        let mut names: Vec<String> = w.names().map(str::to_string).collect();
+        names.sort();
+        assert_eq!(names[0], first, "{}", dir.display());
+    }
 }

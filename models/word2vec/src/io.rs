@@ -94,8 +94,8 @@ fn detect(data: &[u8]) -> Detected {
     match std::str::from_utf8(&rest[..line_end]) {
         Ok(line) => {
             let toks: Vec<&str> = line.split_whitespace().collect();
-            let row_is_text =
-                toks.len() == dim + 1 && toks[1..].iter().all(|t| t.parse::<f64>().is_ok());
+            let row_is_text = toks.len().checked_sub(1) == Some(dim)
+                && toks[1..].iter().all(|t| t.parse::<f64>().is_ok());
             if row_is_text || is_plain_text(rest) {
                 Detected::Text
             } else {
@@ -116,10 +116,12 @@ fn is_plain_text(data: &[u8]) -> bool {
 }
 
 fn parse_header(path: &Path, data: &[u8]) -> Result<(usize, usize, usize)> {
-    let end = data
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| format_err(path, "no header line `VOCAB DIM`"))?;
+    let end = data.iter().position(|&b| b == b'\n').ok_or_else(|| {
+        format_err(
+            path,
+            "no complete header line `VOCAB DIM` (the file ends before its first newline)",
+        )
+    })?;
     let header = std::str::from_utf8(&data[..end])
         .map_err(|_| format_err(path, "header line is not UTF-8"))?;
     let parts: Vec<&str> = header.split_whitespace().collect();
@@ -568,6 +570,20 @@ mod tests {
     }
 
     use super::*;
+
+    /// Found by the `word_vectors` fuzz target (seed `crash-63eed2f4`): a header dimension of
+    /// `u64::MAX` overflowed `dim + 1` while sniffing the format (a panic with overflow checks
+    /// on; a wrapped comparison without). The file is refused with the header's error.
+    #[test]
+    fn a_header_dimension_of_u64_max_is_an_error() {
+        let data = include_bytes!("../../../tests/fuzz/seeds/word_vectors/crash-63eed2f4");
+        assert!(matches!(detect(data), Detected::Text));
+        let dir = scratch("dim-max");
+        let path = dir.join("v.txt");
+        fs::write(&path, data).unwrap();
+        let e = load_vectors(&path).unwrap_err().to_string();
+        assert!(e.contains("header line"), "{e}");
+    }
 
     #[test]
     fn numpy_float_spelling() {
