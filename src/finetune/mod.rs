@@ -75,6 +75,12 @@ pub enum FinetuneError {
     },
 }
 
+impl From<crate::glm::GlmError> for FinetuneError {
+    fn from(e: crate::glm::GlmError) -> Self {
+        FinetuneError::Model(crate::Error::from(e))
+    }
+}
+
 impl FinetuneError {
     fn io(path: &Path, source: std::io::Error) -> Self {
         FinetuneError::Io {

@@ -64,6 +64,21 @@ pub trait Trainable<B: Backend>: burn::module::Module<B> {
     }
 }
 
+/// The logits of every position of a batch, through a fresh cache sized for it: what a
+/// causal LM whose positions are plain `0, 1, 2, …` needs (right padding after a row's end is
+/// causal, so it changes nothing before it).
+fn causal_batch_logits<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    ids: Tensor<B, 2, Int>,
+) -> Result<Tensor<B, 3>, FinetuneError>
+where
+    FinetuneError: From<M::Error>,
+{
+    let [b, t] = ids.dims();
+    let mut cache = model.new_cache(b, t);
+    Ok(model.forward_cached(ids, &mut cache, Logits::All)?)
+}
+
 macro_rules! llama_denses {
     ($model:expr, $iter:ident, $($r:tt)*) => {{
         let mut out = Vec::new();
@@ -113,9 +128,7 @@ impl<B: Backend> Trainable<B> for Llama<B> {
     }
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
-        let [b, t] = ids.dims();
-        let mut cache = self.cache(b, t);
-        Ok(self.forward_cached(ids, &mut cache, Logits::All)?)
+        causal_batch_logits(self, ids)
     }
 
     fn context(&self) -> usize {
@@ -141,9 +154,7 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
     }
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
-        let [b, t] = ids.dims();
-        let mut cache = self.cache(b, t);
-        Ok(self.forward_cached(ids, &mut cache, Logits::All)?)
+        causal_batch_logits(self, ids)
     }
 
     fn context(&self) -> usize {
@@ -184,11 +195,7 @@ impl<B: Backend> Trainable<B> for ChatGlmV2<B> {
     }
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
-        let [b, t] = ids.dims();
-        let mut cache = self.cache(b, t);
-        Ok(self
-            .forward_cached(ids, &mut cache, Logits::All)
-            .map_err(crate::Error::from)?)
+        causal_batch_logits(self, ids)
     }
 
     fn context(&self) -> usize {
@@ -231,11 +238,7 @@ impl<B: Backend> Trainable<B> for GlmHf<B> {
     }
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
-        let [b, t] = ids.dims();
-        let mut cache = self.cache(b, t);
-        Ok(self
-            .forward_cached(ids, &mut cache, Logits::All)
-            .map_err(crate::Error::from)?)
+        causal_batch_logits(self, ids)
     }
 
     fn context(&self) -> usize {

@@ -245,6 +245,12 @@ fn bad_checkpoints_are_errors_naming_the_tensor() {
         (c.rope_theta(), c.eos_ids(), c.head_dim()),
         (500000.0, vec![5, 7], 4)
     );
+    // Found by the `config` fuzz target (seed `crash-3f6b464f`): an explicit `head_dim` of
+    // 2.2e17 passed validation and overflowed the parameter count; it is bounded like every
+    // other width now.
+    let seed = include_str!("../fuzz/seeds/config/crash-3f6b464f");
+    let err = LlamaConfig::from_json(seed).unwrap_err();
+    assert!(err.contains("head_dim"), "{err}");
 }
 
 struct GgufChat;

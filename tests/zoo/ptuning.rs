@@ -281,32 +281,50 @@ fn path_str(p: PathBuf) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn run_args(out: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "--backend".to_string(),
-        crate::common::cpu_backend().name().to_string(),
-        "--json".into(),
-        "finetune".into(),
-        path_str(base_dir()),
-        "--method".into(),
-        "ptuning-v2".into(),
-        "--data".into(),
+/// `zoo --json finetune MODEL --method METHOD` on the ChatGLM records (lr 0.05, batches in file
+/// order) on the CPU backend, with `extra` flags.
+fn finetune_run(
+    model: &std::path::Path,
+    method: &str,
+    batch: usize,
+    steps: usize,
+    out: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let (model, data, batch, steps) = (
+        path_str(model.to_path_buf()),
         path_str(data_path()),
-        "--lr".into(),
-        "0.05".into(),
-        "--schedule".into(),
-        "constant".into(),
-        "--batch-size".into(),
-        "2".into(),
-        "--steps".into(),
-        "4".into(),
-        "--no-shuffle".into(),
-        "--out".into(),
-        out.to_string(),
+        batch.to_string(),
+        steps.to_string(),
+    );
+    let mut args = vec![
+        "--backend",
+        crate::common::cpu_backend().name(),
+        "--json",
+        "finetune",
+        &model,
+        "--method",
+        method,
+        "--data",
+        &data,
+        "--lr",
+        "0.05",
+        "--batch-size",
+        &batch,
+        "--steps",
+        &steps,
+        "--no-shuffle",
+        "--out",
+        out,
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    zoo(&refs)
+    args.extend(extra);
+    zoo(&args)
+}
+
+fn run_args(out: &str, extra: &[&str]) -> std::process::Output {
+    let mut flags = vec!["--schedule", "constant"];
+    flags.extend(extra);
+    finetune_run(&base_dir(), "ptuning-v2", 2, 4, out, &flags)
 }
 
 fn losses(v: &serde_json::Value) -> Vec<f64> {
@@ -611,30 +629,14 @@ fn chatglm2_lora_gradient_matches_finite_differences() {
 fn cli_lora_on_chatglm6b_trains_and_applies() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("lora");
-    let args = vec![
-        "--backend".to_string(),
-        crate::common::cpu_backend().name().to_string(),
-        "--json".into(),
-        "finetune".into(),
-        path_str(base_dir()),
-        "--method".into(),
-        "lora".into(),
-        "--data".into(),
-        path_str(data_path()),
-        "--lr".into(),
-        "0.05".into(),
-        "--rank".into(),
-        "2".into(),
-        "--batch-size".into(),
-        "3".into(),
-        "--steps".into(),
-        "6".into(),
-        "--no-shuffle".into(),
-        "--out".into(),
-        path_str(out.clone()),
-    ];
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = losses(&stdout_json(&zoo(&refs)));
+    let first = losses(&stdout_json(&finetune_run(
+        &base_dir(),
+        "lora",
+        3,
+        6,
+        &path_str(out.clone()),
+        &["--rank", "2"],
+    )));
     assert_eq!(first.len(), 6);
     assert!(first[4] < first[0], "{first:?}");
     let config = json(&out.join("adapter_config.json"));
@@ -716,13 +718,8 @@ fn cli_lora_on_chatglm6b_trains_and_applies() {
         ),
     ] {
         let out = tmp.path().join(dir.file_name().unwrap());
-        let mut a = args.clone();
-        a[4] = path_str(dir.clone());
-        let n = a.len();
-        a[n - 1] = path_str(out.clone());
-        a[n - 4] = "2".into(); // --steps
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        assert_eq!(losses(&stdout_json(&zoo(&refs))).len(), 2);
+        let run = finetune_run(&dir, "lora", 3, 2, &path_str(out.clone()), &["--rank", "2"]);
+        assert_eq!(losses(&stdout_json(&run)).len(), 2);
         let w = burn_zoo::nn::Weights::open(&out.join("adapter_model.safetensors")).unwrap();
         let mut names: Vec<String> = w.names().map(str::to_string).collect();
         names.sort();

@@ -169,6 +169,7 @@ impl LlamaConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("num_key_value_heads", self.kv_heads()),
             ("max_position_embeddings", self.max_position_embeddings),
+            ("head_dim", self.head_dim()),
         ] {
             zoo_nn::limits::check_size(name, v)?;
         }
