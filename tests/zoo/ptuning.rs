@@ -2,7 +2,10 @@
 //! and the records): the prefix gradients against central differences, a few AdamW steps
 //! lower the loss with everything but the prefix frozen, the written checkpoint reloads
 //! through the zoo's ChatGLM-6B loader with the trained model's logits, and `zoo finetune
-//! --method ptuning-v2` trains, checkpoints and resumes.
+//! --method ptuning-v2` trains, checkpoints and resumes. LoRA on the GLM layouts that have no
+//! PyTorch reference here (ChatGLM-6B, and ChatGLM2's `chatglm` layout from the same script):
+//! the adapter gradients against central differences, and `zoo finetune --method lora` with
+//! PEFT's names and default targets.
 
 use std::path::PathBuf;
 
