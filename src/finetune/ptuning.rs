@@ -39,10 +39,6 @@ pub const PREFIX_FILE: &str = "model.safetensors";
 /// The `torch.save` file the prefix is written to, as ChatGLM's trainer writes it.
 pub const PREFIX_BIN: &str = "pytorch_model.bin";
 
-fn glm_err(e: crate::glm::GlmError) -> FinetuneError {
-    FinetuneError::Model(crate::Error::from(e))
-}
-
 impl<B: Backend> Trainable<B> for ChatGlmV1<B> {
     fn dense_layers(&self) -> Vec<(String, &Dense<B>)> {
         let mut out = Vec::new();
@@ -86,10 +82,7 @@ impl<B: Backend> Trainable<B> for ChatGlmV1<B> {
         for r in 0..b {
             let row = ids.clone().slice([r..r + 1, 0..t]);
             let mut cache = self.cache(1, t);
-            rows.push(
-                self.forward_cached(row, &mut cache, Logits::All)
-                    .map_err(glm_err)?,
-            );
+            rows.push(self.forward_cached(row, &mut cache, Logits::All)?);
         }
         Ok(Tensor::cat(rows, 0))
     }
@@ -267,8 +260,7 @@ pub fn load_with_prefix<B: Backend>(
         .map_err(|e| FinetuneError::Checkpoint(format!("{}: {e}", base.display())))?;
     let mut weights = Weights::open(base)?;
     weights.overlay(Weights::open(ptuning)?);
-    let model =
-        crate::glm::v1::from_weights::<B>(&config, &mut weights, None, device).map_err(glm_err)?;
+    let model = crate::glm::v1::from_weights::<B>(&config, &mut weights, None, device)?;
     weights.finish(|name| name.ends_with(".rotary_emb.inv_freq"))?;
     Ok((config, model))
 }
