@@ -658,7 +658,11 @@ fn bad_requests_get_openai_json_errors() {
         );
         assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     }
-    assert_eq!(server.metric("zoo_active_sequences"), 0.0);
+    // The slot is freed just after the response is sent: on a loaded machine the metric can
+    // still read 1 for a moment (seen once in a clean run, 2026-12-07).
+    wait_for(10, "every sequence to end", || {
+        server.metric("zoo_active_sequences") == 0.0
+    });
 }
 
 /// Waits until `f` holds (polling), or panics after `secs`.
