@@ -275,6 +275,53 @@ impl Batch {
             })
             .sum()
     }
+
+    /// The flat positions `row * t + i` whose logits score a label (the label at `i + shift`),
+    /// and those labels: what [`Trainable::scored_logits`] computes and the loss scores.
+    fn scored_rows(&self, shift: usize) -> (Vec<usize>, Vec<i64>) {
+        let (mut rows, mut targets) = (Vec::new(), Vec::new());
+        for r in 0..self.b {
+            for i in 0..self.t.saturating_sub(shift) {
+                let l = self.labels[r * self.t + i + shift];
+                if l != IGNORE {
+                    rows.push(r * self.t + i);
+                    targets.push(l);
+                }
+            }
+        }
+        (rows, targets)
+    }
+
+    /// The summed loss of the batch's scored labels: the logits of the scored positions only
+    /// ([`Trainable::scored_logits`]), their cross-entropy summed.
+    fn loss_sum<B: Backend, M: Trainable<B>>(
+        &self,
+        model: &M,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 1>, FinetuneError> {
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(self.ids.clone(), [self.b, self.t]),
+            device,
+        );
+        let shift = model.label_shift();
+        let (rows, targets) = self.scored_rows(shift);
+        if rows.is_empty() {
+            // Nothing scored (every label truncated away): a zero loss with zero gradients.
+            let logits = model.padded_logits(ids, &self.lengths)?;
+            return Ok(lm_loss_sum(logits, &self.labels, shift));
+        }
+        let logits = model.scored_logits(ids, &self.lengths, &rows)?;
+        Ok(rows_loss_sum(logits, &targets))
+    }
+}
+
+/// The summed cross-entropy of `logits` `[n, vocab]` against one target id per row.
+pub fn rows_loss_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[i64]) -> Tensor<B, 1> {
+    let [n, _] = logits.dims();
+    let device = logits.device();
+    let targets =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), &device);
+    log_softmax(logits, 1).gather(1, targets).sum().neg()
 }
 
 /// The summed cross-entropy of every scored label after the shift by one (transformers'
@@ -328,17 +375,9 @@ pub fn eval_loss<B: Backend, M: Trainable<B>>(
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
         let batch = make_batch(&refs, pad_id);
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
-            device,
-        );
-        let shift = model.label_shift();
-        let logits = model.padded_logits(ids, &batch.lengths)?;
-        let s: f64 = lm_loss_sum(logits, &batch.labels, shift)
-            .into_scalar()
-            .elem();
+        let s: f64 = batch.loss_sum(model, device)?.into_scalar().elem();
         sum += s;
-        count += batch.scored(shift);
+        count += batch.scored(model.label_shift());
     }
     Ok(sum / count.max(1) as f64)
 }
@@ -552,18 +591,13 @@ where
         let mut loss = 0.0f64;
         let mut tokens = 0;
         for batch in &batches {
-            let ids = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(batch.ids.clone(), [batch.b, batch.t]),
-                &self.device,
-            );
-            let logits = match model.padded_logits(ids, &batch.lengths) {
-                Ok(l) => l,
+            let part = match batch.loss_sum(&model, &self.device) {
+                Ok(l) => l.div_scalar(total as f64),
                 Err(e) => {
                     self.model = Some(model);
                     return Err(e);
                 }
             };
-            let part = lm_loss_sum(logits, &batch.labels, shift).div_scalar(total as f64);
             let value: f64 = part.clone().into_scalar().elem();
             loss += value;
             tokens += batch.tokens;

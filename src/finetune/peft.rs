@@ -48,6 +48,23 @@ pub trait Trainable<B: Backend>: burn::module::Module<B> {
         self.batch_logits(ids)
     }
 
+    /// The logits `[rows.len(), vocab]` of the flat positions `rows` (`row * t + i`, ascending)
+    /// of a right-padded batch: the positions whose labels the loss scores. By default every
+    /// position's logits, then those rows; a model whose LM head works position by position runs
+    /// the head on these rows only (most positions of a chat record are prompt or padding, and
+    /// the head is the model's largest matrix). Equal either way.
+    fn scored_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        lengths: &[usize],
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>, FinetuneError> {
+        let [b, t] = ids.dims();
+        let logits = self.padded_logits(ids, lengths)?;
+        let v = logits.dims()[2];
+        Ok(select_rows(logits.reshape([b * t, v]), rows))
+    }
+
     /// How far ahead a position's label is: 1 for a causal LM (transformers' shifted loss: the
     /// logits at `i` predict the label at `i + 1`), 0 for a masked LM (the label at `i`).
     fn label_shift(&self) -> usize {
@@ -77,6 +94,37 @@ where
     let [b, t] = ids.dims();
     let mut cache = model.new_cache(b, t);
     Ok(model.forward_cached(ids, &mut cache, Logits::All)?)
+}
+
+/// Rows `rows` of `x` `[n, d]`.
+fn select_rows<B: Backend>(x: Tensor<B, 2>, rows: &[usize]) -> Tensor<B, 2> {
+    let device = x.device();
+    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    x.select(
+        0,
+        Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device),
+    )
+}
+
+/// [`Trainable::scored_logits`] of a causal LM: the final hidden states of every position
+/// (`Logits::Hidden`), then `head` on the scored rows only.
+fn causal_scored_logits<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    ids: Tensor<B, 2, Int>,
+    rows: &[usize],
+    head: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>, FinetuneError>,
+) -> Result<Tensor<B, 2>, FinetuneError>
+where
+    FinetuneError: From<M::Error>,
+{
+    let [b, t] = ids.dims();
+    let mut cache = model.new_cache(b, t);
+    let hidden = model.forward_cached(ids, &mut cache, Logits::Hidden)?;
+    let d = hidden.dims()[2];
+    let picked = select_rows(hidden.reshape([b * t, d]), rows);
+    let logits = head(picked.unsqueeze::<3>())?;
+    let v = logits.dims()[2];
+    Ok(logits.reshape([rows.len(), v]))
 }
 
 macro_rules! llama_denses {
@@ -131,6 +179,15 @@ impl<B: Backend> Trainable<B> for Llama<B> {
         causal_batch_logits(self, ids)
     }
 
+    fn scored_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        _lengths: &[usize],
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>, FinetuneError> {
+        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
+    }
+
     fn context(&self) -> usize {
         self.max_positions
     }
@@ -155,6 +212,15 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
         causal_batch_logits(self, ids)
+    }
+
+    fn scored_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        _lengths: &[usize],
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>, FinetuneError> {
+        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
     }
 
     fn context(&self) -> usize {
@@ -198,6 +264,21 @@ impl<B: Backend> Trainable<B> for ChatGlmV2<B> {
         causal_batch_logits(self, ids)
     }
 
+    fn scored_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        _lengths: &[usize],
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>, FinetuneError> {
+        causal_scored_logits(self, ids, rows, |h| match &self.output_layer {
+            Some(head) => Ok(head.forward(h)),
+            None => Err(FinetuneError::Config(
+                "this checkpoint has no output_layer: it cannot be fine-tuned as a language model"
+                    .into(),
+            )),
+        })
+    }
+
     fn context(&self) -> usize {
         self.max_positions
     }
@@ -239,6 +320,15 @@ impl<B: Backend> Trainable<B> for GlmHf<B> {
 
     fn batch_logits(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, FinetuneError> {
         causal_batch_logits(self, ids)
+    }
+
+    fn scored_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        _lengths: &[usize],
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>, FinetuneError> {
+        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
     }
 
     fn context(&self) -> usize {

@@ -194,21 +194,7 @@ pub fn rope_half<B: Backend>(
     if crate::quant::runs_on_host::<B>(&x.device()) {
         return rope_host(x, cos, sin, false);
     }
-    let [b, h, t, d] = x.dims();
-    let half = cos.dims()[1];
-    let r = 2 * half;
-    let cos: Tensor<B, 4> = cos.unsqueeze();
-    let sin: Tensor<B, 4> = sin.unsqueeze();
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..r]);
-    let out1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-    let out2 = x2 * cos + x1 * sin;
-    if r == d {
-        Tensor::cat(vec![out1, out2], 3)
-    } else {
-        let pass = x.slice([0..b, 0..h, 0..t, r..d]);
-        Tensor::cat(vec![out1, out2, pass], 3)
-    }
+    rope_ops(x, cos, sin, false)
 }
 
 /// Rotates adjacent pairs `(2i, 2i + 1)` of the first `2 * cos.dims()[1]` features of each head.
@@ -223,26 +209,61 @@ pub fn rope_interleaved<B: Backend>(
     if crate::quant::runs_on_host::<B>(&x.device()) {
         return rope_host(x, cos, sin, true);
     }
+    rope_ops(x, cos, sin, true)
+}
+
+/// [`rope_half`] / [`rope_interleaved`] in Burn ops (GPU backends, and autodiff on any
+/// backend): `x · C + (x R) · S` in the `[batch, t, heads, d]` layout the projections produce,
+/// with `R` the `[d, d]` signed permutation that maps each feature to its partner (`-x₂` onto
+/// `x₁`'s place, `x₁` onto `x₂`'s) and `C`, `S` the cos / sin of each position repeated over
+/// the heads (1 and 0 on features past the rotary ones). Three products over whole contiguous
+/// rows and one small matrix product, instead of slices, strided products and a
+/// concatenation; the backward pass is as short. The numbers equal [`rope_host`]'s: `x R` is
+/// exact, and `x₁c + (-x₂)s` rounds like `x₁c - x₂s`.
+fn rope_ops<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    interleaved: bool,
+) -> Tensor<B, 4> {
     let [b, h, t, d] = x.dims();
     let half = cos.dims()[1];
     let r = 2 * half;
-    let cos: Tensor<B, 5> = cos.reshape([1, 1, t, half, 1]);
-    let sin: Tensor<B, 5> = sin.reshape([1, 1, t, half, 1]);
-    let pairs = x
-        .clone()
-        .slice([0..b, 0..h, 0..t, 0..r])
-        .reshape([b, h, t, half, 2]);
-    let even = pairs.clone().slice([0..b, 0..h, 0..t, 0..half, 0..1]);
-    let odd = pairs.slice([0..b, 0..h, 0..t, 0..half, 1..2]);
-    let out_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
-    let out_odd = odd * cos + even * sin;
-    let rotated = Tensor::cat(vec![out_even, out_odd], 4).reshape([b, h, t, r]);
-    if r == d {
-        rotated
-    } else {
-        let pass = x.slice([0..b, 0..h, 0..t, r..d]);
-        Tensor::cat(vec![rotated, pass], 3)
+    let device = x.device();
+    let mut perm = vec![0f32; d * d];
+    for c in 0..half {
+        let (p, q) = if interleaved {
+            (2 * c, 2 * c + 1)
+        } else {
+            (c, c + half)
+        };
+        // (x R)[p] = -x[q], (x R)[q] = x[p]; R is [in, out].
+        perm[q * d + p] = -1.0;
+        perm[p * d + q] = 1.0;
     }
+    let perm = Tensor::<B, 2>::from_data(TensorData::new(perm, [d, d]), &device);
+    // [t, half] → [t, d]: each angle on both features of its pair, then the pass-through ones.
+    let spread = |c: Tensor<B, 2>, rest: f32| {
+        let pairs = if interleaved {
+            c.reshape([t, half, 1]).repeat_dim(2, 2).reshape([t, r])
+        } else {
+            Tensor::cat(vec![c.clone(), c], 1)
+        };
+        let full = if r < d {
+            Tensor::cat(vec![pairs, Tensor::full([t, d - r], rest, &device)], 1)
+        } else {
+            pairs
+        };
+        // Repeated over the heads: one row `[t * h * d]` that broadcasts over the batch.
+        full.reshape([t, 1, d])
+            .repeat_dim(1, h)
+            .reshape([1, t * h * d])
+    };
+    let (c, s) = (spread(cos, 1.0), spread(sin, 0.0));
+    let x = x.swap_dims(1, 2).reshape([b * t * h, d]);
+    let rotated = x.clone().matmul(perm).reshape([b, t * h * d]);
+    let out = x.reshape([b, t * h * d]) * c + rotated * s;
+    out.reshape([b, t, h, d]).swap_dims(1, 2)
 }
 
 /// [`rope_half`] / [`rope_interleaved`] on the CPU backends: one pass over the (possibly
@@ -341,6 +362,32 @@ mod tests {
         let dynamic = dynamic_ntk_inv_freq(8, 100.0, 2.0, 32, 16);
         let grown = 100.0 * 3f64.powf(8.0 / 6.0);
         assert!((dynamic[1] - 1.0 / grown.powf(0.25)).abs() < 1e-12);
+    }
+
+    /// The op form (GPU backends, autodiff) equals the host pass bit for bit: both layouts,
+    /// full and partial rotary, a transposed input as the attention passes it, batch and heads.
+    #[test]
+    fn the_op_form_equals_the_host_pass() {
+        let device = Default::default();
+        let (b, h, t) = (2, 3, 5);
+        for (d, rotary) in [(8, 8), (12, 8)] {
+            let inv = default_inv_freq(rotary, 10000.0);
+            let table = RotaryTable::<Flex>::new(&inv, 16, 1.0, &device);
+            let (cos, sin) = table.range(3, t);
+            let x: Vec<f32> = (0..b * t * h * d)
+                .map(|i| (i as f32 * 0.37).sin() * 3.0)
+                .collect();
+            let x = Tensor::<Flex, 4>::from_data(TensorData::new(x, [b, t, h, d]), &device)
+                .swap_dims(1, 2);
+            for interleaved in [false, true] {
+                let host = values(rope_host(x.clone(), cos.clone(), sin.clone(), interleaved));
+                let ops = values(rope_ops(x.clone(), cos.clone(), sin.clone(), interleaved));
+                assert_eq!(
+                    host, ops,
+                    "d {d}, rotary {rotary}, interleaved {interleaved}"
+                );
+            }
+        }
     }
 
     #[test]
