@@ -1246,7 +1246,10 @@ where
     let started = Instant::now();
     let mut run_tokens = 0usize;
     while trainer.steps_done() < train.steps {
-        let stats = trainer.step()?;
+        // On one of rayon's workers (inline when the caller is one already, as the `zoo`
+        // binary is): the products' parallel parts then run on this thread and the others
+        // instead of parking it (see `main.rs`).
+        let stats = rayon::join(|| trainer.step(), || ()).0?;
         run_tokens += stats.tokens;
         losses.push(stats.loss);
         on_event(Event::Step(&stats));
