@@ -15,8 +15,8 @@ use super::{print_json, resolve_model, Context};
 /// Arguments of `zoo finetune`.
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
-    /// A catalog id, a model folder or a .gguf file (GPT-2 and LLaMA; BERT masked LMs with
-    /// lora; ChatGLM-6B with ptuning-v2).
+    /// A catalog id, a model folder or a .gguf file (GPT-2, LLaMA and GLM; BERT masked LMs
+    /// with lora; ChatGLM-6B with ptuning-v2).
     pub model: String,
     /// Training records: Alpaca JSON/JSONL, `{"prompt","response"}` JSONL, ShareGPT / Vicuna
     /// conversations (`conversations` or `messages`), or pre-tokenized
@@ -29,10 +29,10 @@ pub struct FinetuneArgs {
     /// The records' format: auto, alpaca, chatglm (prompt/response), sharegpt or tokens.
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// What trains: lora (adapters on a frozen base; GPT-2, LLaMA, and BERT masked LMs with the
+    /// What trains: lora (adapters on a frozen base; GPT-2, LLaMA, GLM, and BERT masked LMs with the
     /// masked-LM loss on pre-tokenized records), ptuning-v2 (the P-Tuning
-    /// v2 prefix encoder; ChatGLM-6B) or full (every parameter; GPT-2, written as an HF
-    /// folder).
+    /// v2 prefix encoder; ChatGLM-6B) or full (every parameter of an HF folder; GPT-2, LLaMA,
+    /// GLM; written as an HF folder).
     #[arg(long, default_value = "lora")]
     pub method: String,
     /// ptuning-v2: prefix positions of a new prefix (omit to continue the model's or

@@ -2,13 +2,16 @@
 //! is a Hugging Face folder (`model.safetensors` under the base checkpoint's names and
 //! layouts, in f32, beside a copy of the base folder's config and tokenizer files).
 //!
-//! Implemented for GPT-2 and LLaMA. The checkpoint layout is the loader's table read
+//! Implemented for GPT-2, LLaMA and GLM. The checkpoint layout is the loader's table read
 //! backwards. GPT-2 (models/gpt2/src/load.rs): `Conv1D` weights are `[in, out]`, so the
 //! module's `[out, in]` matrices are transposed back; a tied LM head is `wte` and is not
 //! written (as transformers' `save_pretrained` leaves it out). LLaMA (models/llama/src/load.rs):
 //! every matrix is an `nn.Linear`, `[out, in]` as the module holds it, q/k in HF's half-split
 //! order (the loader permutes only GGUF rows; the base must be an HF folder); a tied head is
-//! not written either.
+//! not written either. GLM (models/glm/src): ChatGLM-6B, ChatGLM2/3's `chatglm` layout and
+//! GLM-4's `GlmForCausalLM`, every matrix an `nn.Linear` held `[out, in]` with the fused
+//! `query_key_value` / `gate_up_proj` rows as stored (the modules split them at run time); the
+//! rotary `inv_freq` buffers some checkpoints carry are copied from the base unchanged.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::FinetuneError;
+use crate::glm::{ChatGlmV1, ChatGlmV2, GlmHf};
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::nn::{Dense, LayerNorm, RmsNorm};
@@ -156,6 +160,177 @@ pub fn write_llama<B: Backend>(
 ) -> Result<(), FinetuneError> {
     std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
     super::merge::write_folder(base, dir, &llama_tensors(model, prefix))
+}
+
+/// Every parameter of a GLM-4 `GlmForCausalLM` module under its checkpoint name.
+pub fn glm_hf_tensors<B: Backend>(model: &GlmHf<B>) -> NamedTensors {
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        "model.embed_tokens.weight".into(),
+        model.embed_tokens.weight.val(),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let l = format!("model.layers.{i}");
+        put_rms(
+            &mut out,
+            &format!("{l}.input_layernorm"),
+            &layer.input_layernorm,
+        );
+        put_linear(&mut out, &format!("{l}.self_attn.q_proj"), &layer.q_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.k_proj"), &layer.k_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.v_proj"), &layer.v_proj);
+        put_linear(&mut out, &format!("{l}.self_attn.o_proj"), &layer.o_proj);
+        put_rms(
+            &mut out,
+            &format!("{l}.post_attention_layernorm"),
+            &layer.post_attention_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.gate_up_proj"),
+            &layer.gate_up_proj,
+        );
+        put_linear(&mut out, &format!("{l}.mlp.down_proj"), &layer.down_proj);
+    }
+    put_rms(&mut out, "model.norm", &model.norm);
+    if let Some(head) = &model.lm_head {
+        put_linear(&mut out, "lm_head", head);
+    }
+    out
+}
+
+/// Every parameter of a ChatGLM2/3 (`chatglm` layout) module under its checkpoint name
+/// (`prefix` is `transformer.` or empty, as the base names them).
+pub fn chatglm_v2_tensors<B: Backend>(model: &ChatGlmV2<B>, prefix: &str) -> NamedTensors {
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        format!("{prefix}embedding.word_embeddings.weight"),
+        model.word_embeddings.weight.val(),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let l = format!("{prefix}encoder.layers.{i}");
+        put_rms(
+            &mut out,
+            &format!("{l}.input_layernorm"),
+            &layer.input_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.self_attention.query_key_value"),
+            &layer.query_key_value,
+        );
+        put_linear(&mut out, &format!("{l}.self_attention.dense"), &layer.dense);
+        put_rms(
+            &mut out,
+            &format!("{l}.post_attention_layernorm"),
+            &layer.post_attention_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.dense_h_to_4h"),
+            &layer.dense_h_to_4h,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.dense_4h_to_h"),
+            &layer.dense_4h_to_h,
+        );
+    }
+    put_rms(
+        &mut out,
+        &format!("{prefix}encoder.final_layernorm"),
+        &model.final_layernorm,
+    );
+    if let Some(head) = &model.output_layer {
+        put_linear(&mut out, &format!("{prefix}output_layer"), head);
+    }
+    out
+}
+
+/// Every parameter of a ChatGLM-6B module under its checkpoint name (`prefix` is
+/// `transformer.` or empty, as the base names them; the head is `lm_head` either way).
+pub fn chatglm_v1_tensors<B: Backend>(model: &ChatGlmV1<B>, prefix: &str) -> NamedTensors {
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        format!("{prefix}word_embeddings.weight"),
+        model.word_embeddings.weight.val(),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let l = format!("{prefix}layers.{i}");
+        put_norm(
+            &mut out,
+            &format!("{l}.input_layernorm"),
+            &layer.input_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.attention.query_key_value"),
+            &layer.query_key_value,
+        );
+        put_linear(&mut out, &format!("{l}.attention.dense"), &layer.dense);
+        put_norm(
+            &mut out,
+            &format!("{l}.post_attention_layernorm"),
+            &layer.post_attention_layernorm,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.dense_h_to_4h"),
+            &layer.dense_h_to_4h,
+        );
+        put_linear(
+            &mut out,
+            &format!("{l}.mlp.dense_4h_to_h"),
+            &layer.dense_4h_to_h,
+        );
+    }
+    put_norm(
+        &mut out,
+        &format!("{prefix}final_layernorm"),
+        &model.final_layernorm,
+    );
+    if let Some(head) = &model.lm_head {
+        put_linear(&mut out, "lm_head", head);
+    }
+    out
+}
+
+/// The prefix a ChatGLM checkpoint of the folder `dir` puts on its names (`transformer.` or
+/// none): ChatGLM-6B's `word_embeddings` or ChatGLM2/3's `embedding.word_embeddings`.
+pub fn chatglm_prefix(dir: &Path) -> Result<&'static str, FinetuneError> {
+    let w = crate::nn::Weights::open(dir)?;
+    Ok(
+        if w.contains("transformer.word_embeddings.weight")
+            || w.contains("transformer.embedding.word_embeddings.weight")
+        {
+            "transformer."
+        } else {
+            ""
+        },
+    )
+}
+
+/// Writes the trained `tensors` of a GLM model as a Hugging Face folder `dir`, beside the
+/// base folder's other files; the base's rotary `inv_freq` buffers (not parameters: the
+/// modules compute them from the config) are copied as stored, so the folder has every tensor
+/// the base had but a tied head.
+pub fn write_glm(dir: &Path, mut tensors: NamedTensors, base: &Path) -> Result<(), FinetuneError> {
+    let mut weights = crate::nn::Weights::open(base)?;
+    let buffers: Vec<String> = weights
+        .names()
+        .filter(|n| n.ends_with("inv_freq") && !tensors.contains_key(*n))
+        .map(str::to_string)
+        .collect();
+    for name in buffers {
+        let shape = weights.shape(&name).unwrap_or_default();
+        let values = weights.take_f32(&name, &shape)?;
+        tensors.insert(name, (shape, values));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| FinetuneError::io(dir, e))?;
+    super::merge::write_folder(base, dir, &tensors)
 }
 
 /// The prefix the base checkpoint of `dir` puts on GPT-2's names (`transformer.` or none).

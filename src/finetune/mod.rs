@@ -922,13 +922,95 @@ fn run_family<B: AutodiffBackend>(
                 on_event,
             )
         }
+        (Method::Full, Family::Glm) => {
+            use crate::glm::Glm;
+            if !model.path.is_dir() {
+                return Err(FinetuneError::Config(format!(
+                    "{}: full fine-tuning writes a Hugging Face folder and needs one as the base, not a GGUF file",
+                    model.path.display()
+                )));
+            }
+            let generator = crate::glm::open_with::<B>(&model.path, device, format)
+                .map_err(crate::Error::from)?;
+            let with_prefix = match &generator.model {
+                Glm::V1(m) => m.prefix.is_some(),
+                Glm::V2(m) => m.prefix.is_some(),
+                Glm::Hf(_) => false,
+            };
+            if with_prefix {
+                return Err(FinetuneError::Config(format!(
+                    "{}: the model carries a P-Tuning prefix (pre_seq_len in config.json); full fine-tuning starts from the base model",
+                    model.path.display()
+                )));
+            }
+            let base = model.path.clone();
+            let prefix = full::chatglm_prefix(&model.path)?;
+            let reopen = |dir: &Path| -> Result<Glm<B>, FinetuneError> {
+                Ok(
+                    crate::glm::open_with::<B>(dir, device, crate::nn::WeightFormat::AS_STORED)
+                        .map_err(crate::Error::from)?
+                        .model,
+                )
+            };
+            let other = |dir: &Path| {
+                FinetuneError::Checkpoint(format!(
+                    "{}: the checkpoint holds another GLM generation than the base",
+                    dir.display()
+                ))
+            };
+            // One module type per generation, each written under its checkpoint's names.
+            match &generator.model {
+                Glm::V1(_) => run_full(
+                    generator.map_model(|m| match m {
+                        Glm::V1(m) => m,
+                        _ => unreachable!("matched as ChatGLM-6B above"),
+                    }),
+                    options,
+                    device,
+                    &|dir| match reopen(dir)? {
+                        Glm::V1(m) => Ok(m),
+                        _ => Err(other(dir)),
+                    },
+                    &|m, dir| full::write_glm(dir, full::chatglm_v1_tensors(m, prefix), &base),
+                    on_event,
+                ),
+                Glm::V2(_) => run_full(
+                    generator.map_model(|m| match m {
+                        Glm::V2(m) => m,
+                        _ => unreachable!("matched as ChatGLM2/3 above"),
+                    }),
+                    options,
+                    device,
+                    &|dir| match reopen(dir)? {
+                        Glm::V2(m) => Ok(m),
+                        _ => Err(other(dir)),
+                    },
+                    &|m, dir| full::write_glm(dir, full::chatglm_v2_tensors(m, prefix), &base),
+                    on_event,
+                ),
+                Glm::Hf(_) => run_full(
+                    generator.map_model(|m| match m {
+                        Glm::Hf(m) => m,
+                        _ => unreachable!("matched as GlmForCausalLM above"),
+                    }),
+                    options,
+                    device,
+                    &|dir| match reopen(dir)? {
+                        Glm::Hf(m) => Ok(m),
+                        _ => Err(other(dir)),
+                    },
+                    &|m, dir| full::write_glm(dir, full::glm_hf_tensors(m), &base),
+                    on_event,
+                ),
+            }
+        }
         (Method::Lora, Family::Bert) => {
             let (_, bert) = crate::bert::load_with::<B>(&model.path, device, format)
                 .map_err(crate::Error::from)?;
             run_bert(bert, options, device, on_event)
         }
         (Method::Full, other) => Err(FinetuneError::Config(format!(
-            "full fine-tuning is implemented for GPT-2 and LLaMA, not {} models",
+            "full fine-tuning is implemented for GPT-2, LLaMA and GLM, not {} models",
             other.name()
         ))),
         (Method::PtuningV2 { .. }, other) => Err(FinetuneError::Config(format!(

@@ -127,6 +127,22 @@ where
     Ok(logits.reshape([rows.len(), v]))
 }
 
+/// [`Trainable::scored_logits`] of a causal LM through [`causal_scored_logits`], with `head`
+/// the expression that maps the picked hidden states `h` `[1, n, d]` of model `m` to logits.
+macro_rules! scored_through_head {
+    (|$m:ident, $h:ident| $head:expr) => {
+        fn scored_logits(
+            &self,
+            ids: Tensor<B, 2, Int>,
+            _lengths: &[usize],
+            rows: &[usize],
+        ) -> Result<Tensor<B, 2>, FinetuneError> {
+            let $m = self;
+            causal_scored_logits(self, ids, rows, |$h| $head)
+        }
+    };
+}
+
 macro_rules! llama_denses {
     ($model:expr, $iter:ident, $($r:tt)*) => {{
         let mut out = Vec::new();
@@ -179,14 +195,7 @@ impl<B: Backend> Trainable<B> for Llama<B> {
         causal_batch_logits(self, ids)
     }
 
-    fn scored_logits(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        _lengths: &[usize],
-        rows: &[usize],
-    ) -> Result<Tensor<B, 2>, FinetuneError> {
-        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
-    }
+    scored_through_head!(|m, h| Ok(m.lm_logits(h)));
 
     fn context(&self) -> usize {
         self.max_positions
@@ -214,14 +223,7 @@ impl<B: Backend> Trainable<B> for Gpt2<B> {
         causal_batch_logits(self, ids)
     }
 
-    fn scored_logits(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        _lengths: &[usize],
-        rows: &[usize],
-    ) -> Result<Tensor<B, 2>, FinetuneError> {
-        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
-    }
+    scored_through_head!(|m, h| Ok(m.lm_logits(h)));
 
     fn context(&self) -> usize {
         self.n_positions
@@ -264,20 +266,13 @@ impl<B: Backend> Trainable<B> for ChatGlmV2<B> {
         causal_batch_logits(self, ids)
     }
 
-    fn scored_logits(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        _lengths: &[usize],
-        rows: &[usize],
-    ) -> Result<Tensor<B, 2>, FinetuneError> {
-        causal_scored_logits(self, ids, rows, |h| match &self.output_layer {
-            Some(head) => Ok(head.forward(h)),
-            None => Err(FinetuneError::Config(
-                "this checkpoint has no output_layer: it cannot be fine-tuned as a language model"
-                    .into(),
-            )),
-        })
-    }
+    scored_through_head!(|m, h| match &m.output_layer {
+        Some(head) => Ok(head.forward(h)),
+        None => Err(FinetuneError::Config(
+            "this checkpoint has no output_layer: it cannot be fine-tuned as a language model"
+                .into(),
+        )),
+    });
 
     fn context(&self) -> usize {
         self.max_positions
@@ -322,14 +317,7 @@ impl<B: Backend> Trainable<B> for GlmHf<B> {
         causal_batch_logits(self, ids)
     }
 
-    fn scored_logits(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        _lengths: &[usize],
-        rows: &[usize],
-    ) -> Result<Tensor<B, 2>, FinetuneError> {
-        causal_scored_logits(self, ids, rows, |h| Ok(self.lm_logits(h)))
-    }
+    scored_through_head!(|m, h| Ok(m.lm_logits(h)));
 
     fn context(&self) -> usize {
         self.max_positions

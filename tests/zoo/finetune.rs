@@ -863,6 +863,24 @@ impl LlamaFullCase {
     }
 }
 
+struct GlmFullCase(&'static str);
+
+impl GlmFullCase {
+    /// Full fine-tuning of the tiny GLM-4 (`GlmForCausalLM`: partial interleaved RoPE, GQA,
+    /// q/k/v bias, fused `gate_up_proj`, untied head) against PyTorch.
+    fn run<B: Backend>(self, device: B::Device) {
+        let dir = fixtures().join("glm/hf_tiny");
+        let glm = burn_zoo::glm::open_with::<Autodiff<B>>(&dir, &device, WeightFormat::AS_STORED)
+            .unwrap();
+        let burn_zoo::glm::Glm::Hf(model) = glm.model else {
+            panic!("glm/hf_tiny opens as GlmForCausalLM")
+        };
+        check_full::<B, _>(model, self.0, &dir, &device, &|m| {
+            burn_zoo::finetune::full::glm_hf_tensors(m)
+        });
+    }
+}
+
 /// Trains every parameter of `model` (opened from `dir`) as the reference `name` did and
 /// compares the losses, the final weights (`tensors` names them as the checkpoint does) and
 /// the probe logits.
@@ -911,18 +929,27 @@ fn check_full<B, M>(
             tensors.keys().cloned().collect::<Vec<_>>(),
             "the checkpoint's tensor names"
         );
-        // The key part of c_attn's bias ([q | k | v], the middle n_embd entries) has a zero
-        // gradient in exact arithmetic (it adds q·b_k to every score of a row, which softmax
-        // ignores): its f32 gradients are rounding noise on both sides, which AdamW scales up
-        // to steps of size lr. It cannot change any output, so it is left out of the
-        // comparison (the probe logits below check it changes nothing).
-        let d = 32;
+        // A key bias that no rotation reaches has a zero gradient in exact arithmetic (it
+        // adds q·b_k to every score of a row, which softmax ignores): its f32 gradients are
+        // rounding noise on both sides, which AdamW scales up to steps of size lr. It cannot
+        // change any output, so it is left out of the comparison (the probe logits below
+        // check it changes nothing):
+        // - GPT-2: the key part of c_attn's bias ([q | k | v], the middle n_embd = 32 entries);
+        // - GLM-4 (hf_tiny: head_dim 8, partial_rotary_factor 0.5): the last 4 features of
+        //   each key/value head in k_proj's bias, which RoPE passes through.
+        let zero_gradient = |n: &str, i: usize| {
+            (n.ends_with("attn.c_attn.bias") && (32..64).contains(&i))
+                || (n.ends_with("self_attn.k_proj.bias")
+                    && n.starts_with("model.layers.")
+                    && name.starts_with("glm_hf")
+                    && i % 8 >= 4)
+        };
         let mut worst = (0.0f32, String::new());
         for n in &names {
             let (shape, values) = &tensors[n];
             let want = reference_w.take_f32(n, shape).unwrap();
             for (i, (a, b)) in values.iter().zip(&want).enumerate() {
-                if n.ends_with("attn.c_attn.bias") && (d..2 * d).contains(&i) {
+                if zero_gradient(n, i) {
                     continue;
                 }
                 if (a - b).abs() > worst.0 {
@@ -988,6 +1015,16 @@ fn llama_full_finetune_sgd_matches_pytorch() {
 #[test]
 fn llama_full_finetune_adamw_matches_pytorch() {
     on_every_backend!(|_kind| LlamaFullCase("llama_full_adamw"));
+}
+
+#[test]
+fn glm_hf_full_finetune_sgd_matches_pytorch() {
+    on_every_backend!(|_kind| GlmFullCase("glm_hf_full_sgd"));
+}
+
+#[test]
+fn glm_hf_full_finetune_adamw_matches_pytorch() {
+    on_every_backend!(|_kind| GlmFullCase("glm_hf_full_adamw"));
 }
 
 /// `zoo finetune --method full` gives PyTorch's losses and writes an HF folder that opens

@@ -729,3 +729,312 @@ fn cli_lora_on_chatglm6b_trains_and_applies() {
         assert_eq!(names[0], first, "{}", dir.display());
     }
 }
+
+/// Full fine-tuning's gradient on the GLM layouts without a PyTorch reference: for a few
+/// elements of every parameter (chosen by a seeded generator, the same on every backend), the
+/// autodiff gradient of the mean loss against central differences on a CPU backend.
+struct FullGradient {
+    /// Module path of the parameter (`layers.0.query_key_value.weight`).
+    path: String,
+    index: usize,
+    value: f64,
+}
+
+/// Module paths of the parameters, for the visitor and the mapper below.
+struct ParamPath(Vec<String>);
+
+impl ParamPath {
+    fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+    fn joined(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+/// Three seeded element indices of a parameter of `n` elements.
+fn sample_indices(path: &str, n: usize) -> Vec<usize> {
+    let mut state = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
+    let mut out: Vec<usize> = (0..3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+struct GradientVisitor<'a, B: AutodiffBackend> {
+    path: ParamPath,
+    grads: &'a B::Gradients,
+    out: Vec<FullGradient>,
+}
+
+impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for GradientVisitor<'_, B> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let path = self.path.joined();
+        let values: Vec<f64> = match param.val().grad(self.grads) {
+            Some(g) => g.into_data().convert::<f64>().into_vec().unwrap(),
+            None => panic!("{path}: a parameter without a gradient"),
+        };
+        for index in sample_indices(&path, values.len()) {
+            self.out.push(FullGradient {
+                path: path.clone(),
+                index,
+                value: values[index],
+            });
+        }
+    }
+}
+
+/// Adds `step` to element `index` of the parameter at `path`.
+struct Nudge<'a> {
+    path: ParamPath,
+    target: &'a str,
+    index: usize,
+    step: f32,
+}
+
+impl<B: Backend> burn::module::ModuleMapper<B> for Nudge<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        if self.path.joined() != self.target {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let device = tensor.device();
+        let shape = tensor.shape();
+        let mut values: Vec<f32> = tensor.into_data().convert::<f32>().into_vec().unwrap();
+        values[self.index] += self.step;
+        let nudged = Tensor::from_data(TensorData::new(values, shape), &device);
+        burn::module::Param::from_mapped_value(id, nudged, mapper)
+    }
+}
+
+/// The sampled elements of every parameter's gradient (autodiff).
+fn full_gradient<B: AutodiffBackend, M: Trainable<B>>(
+    model: &M,
+    device: &B::Device,
+) -> Vec<FullGradient> {
+    let grads = loss_of(model, device).backward();
+    let mut visitor = GradientVisitor::<B> {
+        path: ParamPath(Vec::new()),
+        grads: &grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+/// The same elements by fourth-order central differences.
+fn full_finite_differences<B: Backend, M: Trainable<B> + Clone>(
+    model: &M,
+    at: &[FullGradient],
+    device: &B::Device,
+    h: f64,
+) -> Vec<f64> {
+    at.iter()
+        .map(|g| {
+            let loss = |step: f64| {
+                let nudged = model.clone().map(&mut Nudge {
+                    path: ParamPath(Vec::new()),
+                    target: &g.path,
+                    index: g.index,
+                    step: step as f32,
+                });
+                scalar(loss_of(&nudged, device))
+            };
+            let near = loss(h) - loss(-h);
+            let far = loss(2.0 * h) - loss(-2.0 * h);
+            (8.0 * near - far) / (12.0 * h)
+        })
+        .collect()
+}
+
+/// The case's base model on backend `B`, every parameter trainable, given to `f`.
+macro_rules! with_full_glm {
+    ($case:expr, $B:ty, $device:expr, |$m:ident| $body:expr) => {
+        match $case {
+            LoraCase::V1 => {
+                let (_, $m) = burn_zoo::glm::v1::load::<$B>(&$case.dir(), $device).unwrap();
+                $body
+            }
+            LoraCase::V2 => {
+                let (_, $m) = burn_zoo::glm::v2::load::<$B>(&$case.dir(), $device).unwrap();
+                $body
+            }
+        }
+    };
+}
+
+struct FullGradientCheck<'a>(LoraCase, &'a [(String, usize)], &'a [f64]);
+
+impl FullGradientCheck<'_> {
+    fn run<B: Backend>(self, device: B::Device) {
+        let kind = crate::finetune::kind_of::<B>(&device);
+        let case = self.0;
+        let got = with_full_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
+        let at: Vec<(String, usize)> = got.iter().map(|g| (g.path.clone(), g.index)).collect();
+        assert_eq!(at, self.1, "the same sampled elements");
+        let got: Vec<f64> = got.iter().map(|g| g.value).collect();
+        let scale = max_abs(self.2);
+        let (worst, k) = got
+            .iter()
+            .zip(self.2)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .enumerate()
+            .map(|(k, e)| (e, k))
+            .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+        eprintln!(
+            "[{kind}] full gradient vs central differences ({} elements of every parameter): max relative {worst:.2e} at {}[{}]",
+            got.len(),
+            self.1[k].0,
+            self.1[k].1
+        );
+        assert!(
+            worst < GRADIENT_TOLERANCE,
+            "[{kind}] full gradient differs from central differences by {worst:.3e} (relative) at {}[{}]",
+            self.1[k].0,
+            self.1[k].1
+        );
+    }
+}
+
+fn full_gradient_check(case: LoraCase, parameters: usize) {
+    let (at, fd) = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        let at = with_full_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
+        let fd = with_full_glm!(case, B, &device, |m| full_finite_differences(
+            &m, &at, &device, 1e-2
+        ));
+        (at, fd)
+    })
+    .unwrap();
+    let mut names: Vec<&str> = at.iter().map(|g| g.path.as_str()).collect();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        parameters,
+        "every parameter sampled: {names:?}"
+    );
+    let scale = max_abs(&fd);
+    assert!(scale > 1e-3, "the loss depends on the weights ({scale})");
+    let at: Vec<(String, usize)> = at.into_iter().map(|g| (g.path, g.index)).collect();
+    on_every_backend!(|_kind| FullGradientCheck(case, &at, &fd));
+}
+
+/// Full fine-tuning of ChatGLM-6B: the gradient with respect to every parameter (three
+/// sampled elements each: embeddings, LayerNorms, the fused per-head `[q, k, v]` and its bias,
+/// the MLP, the untied head) equals its central differences.
+#[test]
+fn chatglm6b_full_gradient_matches_finite_differences() {
+    // word_embeddings, 2 × (2 norms × 2 + 4 linears × 2), final norm × 2, lm_head.
+    full_gradient_check(LoraCase::V1, 1 + 2 * 12 + 2 + 1);
+}
+
+/// The same for ChatGLM2/3's `chatglm` layout (RMSNorm, multi-query `[q, k, v]` with bias, no
+/// other bias, SwiGLU, the `output_layer` head).
+#[test]
+fn chatglm2_full_gradient_matches_finite_differences() {
+    // word_embeddings, 2 × (2 norms + query_key_value w, b + 3 linears), final norm, head.
+    full_gradient_check(LoraCase::V2, 1 + 2 * 7 + 1 + 1);
+}
+
+/// `zoo finetune --method full` on each GLM layout (ChatGLM-6B, ChatGLM2/3, GLM-4's
+/// `GlmForCausalLM`): the loss goes down, the folder holds every tensor of the base under the
+/// same names and shapes beside its config, and `--resume` from the checkpoint written at step
+/// 2 (a folder the zoo reopens as the model) gives the same losses and the same final weights,
+/// which holds only if the written folder is the trained model.
+#[test]
+fn cli_full_finetune_on_glm_layouts_writes_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [
+        base_dir(),
+        fixtures().join("finetune/chatglm2_tiny"),
+        fixtures().join("glm/hf_tiny"),
+    ] {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let out = tmp.path().join(&name);
+        let extra = ["--optimizer", "adamw", "--checkpoint-every", "2"];
+        let first = losses(&stdout_json(&finetune_run(
+            &dir,
+            "full",
+            2,
+            4,
+            &path_str(out.clone()),
+            &extra,
+        )));
+        assert_eq!(first.len(), 4, "{name}");
+        assert!(first[3] < first[0], "{name}: {first:?}");
+        let written = burn_zoo::nn::Weights::open(&out).unwrap();
+        let base = burn_zoo::nn::Weights::open(&dir).unwrap();
+        let shapes = |w: &burn_zoo::nn::Weights| {
+            let mut v: Vec<(String, Vec<usize>)> = w
+                .names()
+                .map(|n| (n.to_string(), w.shape(n).unwrap()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(shapes(&written), shapes(&base), "{name}: the tensors");
+        assert!(out.join("config.json").is_file(), "{name}: config.json");
+        assert!(out.join("checkpoint-2/model.safetensors").is_file());
+        let forward = |folder: &std::path::Path| {
+            let refs = [
+                "--backend",
+                "flex",
+                "--json",
+                "forward",
+                folder.to_str().unwrap(),
+                "--ids",
+                "5,6,7,19,20,8,9",
+            ];
+            rows(&stdout_json(&zoo(&refs))["logits"])
+        };
+        let uninterrupted = forward(&out);
+        assert!(
+            max_abs_diff(&uninterrupted, &forward(&dir)) > 1e-3,
+            "{name}: training changed the model"
+        );
+        let mut again: Vec<&str> = extra.to_vec();
+        again.push("--resume");
+        let resumed = losses(&stdout_json(&finetune_run(
+            &dir,
+            "full",
+            2,
+            4,
+            &path_str(out.clone()),
+            &again,
+        )));
+        for (a, b) in resumed.iter().zip(&first) {
+            assert!((a - b).abs() < 1e-6, "{name}: {resumed:?} vs {first:?}");
+        }
+        let diff = max_abs_diff(&forward(&out), &uninterrupted);
+        assert!(
+            diff < 1e-5,
+            "{name}: resumed weights differ: logits by {diff}"
+        );
+    }
+}

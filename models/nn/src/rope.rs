@@ -251,6 +251,16 @@ pub fn rope_interleaved<B: Backend>(
     }
 }
 
+/// The two features rotated by angle `c` of `half`: adjacent `(2c, 2c + 1)` in the
+/// interleaved layout, `(c, c + half)` in the half-split one.
+fn partner(c: usize, half: usize, interleaved: bool) -> (usize, usize) {
+    if interleaved {
+        (2 * c, 2 * c + 1)
+    } else {
+        (c, c + half)
+    }
+}
+
 /// [`rope_half`] / [`rope_interleaved`] under autodiff (training, on any backend):
 /// `x · C + (x R) · S` in the `[batch, t, heads, d]` layout the projections produce,
 /// with `R` the `[d, d]` signed permutation that maps each feature to its partner (`-x₂` onto
@@ -273,11 +283,7 @@ fn rope_ops<B: Backend>(
     let device = x.device();
     let mut perm = vec![0f32; d * d];
     for c in 0..half {
-        let (p, q) = if interleaved {
-            (2 * c, 2 * c + 1)
-        } else {
-            (c, c + half)
-        };
+        let (p, q) = partner(c, half, interleaved);
         // (x R)[p] = -x[q], (x R)[q] = x[p]; R is [in, out].
         perm[q * d + p] = -1.0;
         perm[p * d + q] = 1.0;
@@ -337,11 +343,7 @@ fn rope_host<B: Backend>(
                 let row = rows.next().expect("one row per position");
                 let (cr, sr) = (&cos[i * half..][..half], &sin[i * half..][..half]);
                 for c in 0..half {
-                    let (p, q) = if interleaved {
-                        (2 * c, 2 * c + 1)
-                    } else {
-                        (c, c + half)
-                    };
+                    let (p, q) = partner(c, half, interleaved);
                     let (x1, x2) = (at(p), at(q));
                     row[p] = x1 * cr[c] - x2 * sr[c];
                     row[q] = x2 * cr[c] + x1 * sr[c];
