@@ -61,7 +61,7 @@ enum Command {
     /// Internal: measure one model on one backend as JSON (the child of `compare --measure`).
     #[command(name = "__measure", hide = true)]
     Measure(commands::compare::MeasureOneArgs),
-    /// Fine-tune a causal LM: LoRA adapters (PEFT format) or P-Tuning v2 (ChatGLM-6B).
+    /// Fine-tune a causal LM: LoRA adapters (PEFT format), P-Tuning v2 (ChatGLM-6B, ChatGLM2/3) or every parameter.
     Finetune(commands::finetune::FinetuneArgs),
     /// Fold a LoRA adapter into its base model: a Hugging Face folder.
     MergeAdapter(commands::finetune::MergeAdapterArgs),

@@ -16,7 +16,7 @@ use super::{print_json, resolve_model, Context};
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
     /// A catalog id, a model folder or a .gguf file (GPT-2, LLaMA and GLM; BERT masked LMs
-    /// with lora; ChatGLM-6B with ptuning-v2).
+    /// with lora; ChatGLM-6B and ChatGLM2/3 with ptuning-v2).
     pub model: String,
     /// Training records: Alpaca JSON/JSONL, `{"prompt","response"}` JSONL, ShareGPT / Vicuna
     /// conversations (`conversations` or `messages`), or pre-tokenized
@@ -31,7 +31,7 @@ pub struct FinetuneArgs {
     pub format: String,
     /// What trains: lora (adapters on a frozen base; GPT-2, LLaMA, GLM, and BERT masked LMs with the
     /// masked-LM loss on pre-tokenized records), ptuning-v2 (the P-Tuning
-    /// v2 prefix encoder; ChatGLM-6B) or full (every parameter of an HF folder; GPT-2, LLaMA,
+    /// v2 prefix encoder; ChatGLM-6B, ChatGLM2/3) or full (every parameter of an HF folder; GPT-2, LLaMA,
     /// GLM; written as an HF folder).
     #[arg(long, default_value = "lora")]
     pub method: String,

@@ -42,7 +42,7 @@ pub struct ForwardArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
-    /// An adapter folder to apply: PEFT LoRA (GPT-2, LLaMA, GLM) or ChatGLM-6B P-Tuning v2.
+    /// An adapter folder to apply: PEFT LoRA (GPT-2, LLaMA, GLM) or ChatGLM-6B / ChatGLM2/3 P-Tuning v2.
     #[arg(long)]
     pub adapter: Option<std::path::PathBuf>,
 }

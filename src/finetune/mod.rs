@@ -1014,7 +1014,7 @@ fn run_family<B: AutodiffBackend>(
             other.name()
         ))),
         (Method::PtuningV2 { .. }, other) => Err(FinetuneError::Config(format!(
-            "P-Tuning v2 is implemented for ChatGLM-6B, not {} models",
+            "P-Tuning v2 is implemented for ChatGLM-6B and ChatGLM2/3, not {} models",
             other.name()
         ))),
         (Method::Lora, other) => Err(FinetuneError::Config(format!(
@@ -1214,27 +1214,73 @@ fn run_ptuning<B: AutodiffBackend>(
 ) -> Result<Report, FinetuneError> {
     let resume = start_point(options, ptuning::PREFIX_FILE)?;
     let (examples, eval, train) = read_data(options, &generator)?;
-    let crate::glm::Glm::V1(model) = generator.model else {
-        return Err(FinetuneError::Config(
-            "P-Tuning v2 is implemented for ChatGLM-6B (chatglm-6b layout), not ChatGLM2/3 or GLM-4"
-                .into(),
-        ));
-    };
     let start = match &resume {
         Some((_, dir)) => Some(dir.clone()),
         None => options.adapter.clone(),
     };
-    let model = match &start {
-        Some(dir) => ptuning::load_with_prefix::<B>(base, dir, device)?.1,
-        None => model,
-    };
-    let model = ptuning::attach_prefix(model, pre_seq_len, train.seed)?;
-    let trainer = Trainer::new(model, examples, train, device)?;
     let config = base.join("config.json");
-    let save = |model: &crate::glm::v1::ChatGlmV1<B>, dir: &Path| {
-        ptuning::write_prefix(dir, model, &config)
+    let job = PrefixJob {
+        pre_seq_len,
+        examples,
+        eval,
+        train,
+        resume,
+        config: &config,
     };
-    train_loop(trainer, &eval, resume, options, device, &save, on_event)
+    match generator.model {
+        crate::glm::Glm::V1(model) => {
+            // Through the loader: a checkpoint of ChatGLM's own trainer may use the projection.
+            let model = match &start {
+                Some(dir) => ptuning::load_with_prefix::<B>(base, dir, device)?.1,
+                None => model,
+            };
+            train_prefix(model, job, options, device, on_event)
+        }
+        crate::glm::Glm::V2(mut model) => {
+            if let Some(dir) = &start {
+                ptuning::apply_prefix(&mut model, dir)?;
+            }
+            train_prefix(model, job, options, device, on_event)
+        }
+        crate::glm::Glm::Hf(_) => Err(FinetuneError::Config(
+            "P-Tuning v2 is implemented for ChatGLM-6B and ChatGLM2/3 (the chatglm layouts), not GLM-4's GlmForCausalLM"
+                .into(),
+        )),
+    }
+}
+
+/// What a P-Tuning run trains on, for [`train_prefix`].
+struct PrefixJob<'a> {
+    pre_seq_len: Option<usize>,
+    examples: Vec<Example>,
+    eval: Vec<Example>,
+    train: TrainConfig,
+    resume: Option<(usize, PathBuf)>,
+    /// The base model's `config.json`, which the written checkpoints extend.
+    config: &'a Path,
+}
+
+/// Trains the P-Tuning v2 prefix of `model` (a new one, or the one it carries) and writes it
+/// as ChatGLM's trainer does.
+fn train_prefix<B, M>(
+    model: M,
+    job: PrefixJob<'_>,
+    options: &FinetuneOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, FinetuneError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ptuning::PrefixTuned<B>,
+    M::InnerModule: Trainable<B::InnerBackend>,
+{
+    let model = ptuning::attach_prefix(model, job.pre_seq_len, job.train.seed)?;
+    let trainer = Trainer::new(model, job.examples, job.train, device)?;
+    let config = job.config;
+    let save = |model: &M, dir: &Path| ptuning::write_prefix(dir, model, config);
+    train_loop(
+        trainer, &job.eval, job.resume, options, device, &save, on_event,
+    )
 }
 
 /// Full fine-tuning of `generator`'s model: `reopen` opens a checkpoint folder (to resume),
@@ -1428,7 +1474,8 @@ pub fn apply_bert_adapter<B: Backend>(
 }
 
 /// Loads the adapter folder `dir` onto a causal LM for inference: a PEFT LoRA adapter (GPT-2,
-/// LLaMA, every GLM generation), or a P-Tuning v2 checkpoint (ChatGLM-6B; see [`ptuning::apply_prefix`]).
+/// LLaMA, every GLM generation), or a P-Tuning v2 checkpoint (ChatGLM-6B, ChatGLM2/3; see
+/// [`ptuning::apply_prefix`]).
 pub fn apply_adapter<B: Backend>(
     model: &mut crate::CausalModel<B>,
     dir: &Path,
@@ -1436,15 +1483,16 @@ pub fn apply_adapter<B: Backend>(
     match model {
         crate::CausalModel::Llama(m) => peft::load_adapter(m, dir).map(|_| ()),
         crate::CausalModel::Gpt2(m) => peft::load_adapter(m, dir).map(|_| ()),
-        // A PEFT folder is LoRA; a ChatGLM-6B folder without one is a P-Tuning v2 checkpoint.
+        // A PEFT folder is LoRA; a ChatGLM folder without one is a P-Tuning v2 checkpoint.
         crate::CausalModel::Glm(glm) if dir.join(peft::ADAPTER_CONFIG).is_file() => match glm {
             crate::glm::Glm::V1(m) => peft::load_adapter(m, dir).map(|_| ()),
             crate::glm::Glm::V2(m) => peft::load_adapter(m, dir).map(|_| ()),
             crate::glm::Glm::Hf(m) => peft::load_adapter(m, dir).map(|_| ()),
         },
         crate::CausalModel::Glm(crate::glm::Glm::V1(m)) => ptuning::apply_prefix(m, dir),
+        crate::CausalModel::Glm(crate::glm::Glm::V2(m)) => ptuning::apply_prefix(m, dir),
         _ => Err(FinetuneError::Adapter(format!(
-            "{}: adapters are implemented for GPT-2, LLaMA and GLM (LoRA) and ChatGLM-6B (P-Tuning v2)",
+            "{}: adapters are implemented for GPT-2, LLaMA and GLM (LoRA) and ChatGLM-6B / ChatGLM2/3 (P-Tuning v2)",
             dir.display()
         ))),
     }

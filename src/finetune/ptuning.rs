@@ -1,26 +1,29 @@
-//! P-Tuning v2 for ChatGLM-6B: only the prefix encoder trains, the model stays frozen.
+//! P-Tuning v2 for ChatGLM-6B and ChatGLM2/3: only the prefix encoder trains, the model stays
+//! frozen.
 //!
 //! ChatGLM's `PrefixEncoder` without projection (`prefix_projection: false`, what its
 //! `ptuning/` scripts train) is one embedding `transformer.prefix_encoder.embedding.weight`
-//! `[pre_seq_len, num_layers * 2 * hidden]`, whose rows, reshaped to
-//! `[pre_seq_len, num_layers * 2, heads, head_dim]`, are the keys (even index) and values
-//! (odd) put in front of every layer's cache. The zoo's model holds the same numbers permuted
-//! to `[num_layers * 2, heads, pre_seq_len, head_dim]` (`ChatGlmV1::prefix`), and that tensor
-//! is what trains here: a permutation changes neither the gradient's values nor AdamW/SGD
-//! (both act element by element) nor the global norm clipping uses, so training it is
-//! training the embedding.
+//! `[pre_seq_len, num_layers * 2 * kv_heads * head_dim]` (ChatGLM-6B: every head, so
+//! `num_layers * 2 * hidden`; ChatGLM2/3: the `multi_query_group_num` key/value groups of
+//! `kv_channels`), whose rows, reshaped to `[pre_seq_len, num_layers * 2, kv_heads, head_dim]`,
+//! are the keys (even index) and values (odd) put in front of every layer's cache. The zoo's
+//! models hold the same numbers permuted to `[num_layers * 2, kv_heads, pre_seq_len,
+//! head_dim]` (`ChatGlmV1::prefix`, `ChatGlmV2::prefix`), and that tensor is what trains here:
+//! a permutation changes neither the gradient's values nor AdamW/SGD (both act element by
+//! element) nor the global norm clipping uses, so training it is training the embedding.
 //!
 //! The result is written as ChatGLM's trainer writes a P-Tuning checkpoint: a folder with
 //! `config.json` (the base config with `pre_seq_len` and `prefix_projection: false`) and the
 //! prefix encoder's one tensor under its checkpoint name, in `pytorch_model.bin` (PyTorch's
 //! `torch.save` format, which ChatGLM's `main.py --ptuning_checkpoint` `torch.load`s) and the
 //! same in `model.safetensors` (see [`write_prefix`]). [`load_with_prefix`] runs such a folder over
-//! its base model through the zoo's ChatGLM-6B loader (`zoo_glm::v1::from_weights`, which
-//! evaluates `prefix_encoder.*` when `pre_seq_len` is set).
+//! its ChatGLM-6B base model through the zoo's loader (`zoo_glm::v1::from_weights`, which
+//! evaluates `prefix_encoder.*` when `pre_seq_len` is set, with or without projection);
+//! [`apply_prefix`] puts a projection-free prefix onto either generation.
 
 use std::path::Path;
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde_json::Value;
@@ -28,6 +31,7 @@ use serde_json::Value;
 use super::peft::{write_atomic, Trainable};
 use super::FinetuneError;
 use crate::glm::v1::{ChatGlmV1, ChatGlmV1Config};
+use crate::glm::v2::ChatGlmV2;
 use crate::nn::{CausalLm, Dense, Logits, Weights};
 
 /// The prefix encoder's tensor in ChatGLM's P-Tuning checkpoints.
@@ -104,8 +108,60 @@ fn prefix_id() -> ParamId {
     }))
 }
 
-/// The model's prefix `[num_layers * 2, heads, pre, head_dim]` from the prefix encoder's
-/// embedding `[pre, num_layers * 2 * hidden]` (the loader's layout).
+/// A GLM generation that runs a P-Tuning v2 prefix: ChatGLM-6B and ChatGLM2/3.
+pub trait PrefixTuned<B: Backend>: Trainable<B> {
+    /// The prefix `[num_layers * 2, kv_heads, pre_seq_len, head_dim]`, if any.
+    fn prefix(&self) -> Option<&Param<Tensor<B, 4>>>;
+
+    /// [`PrefixTuned::prefix`], to set.
+    fn prefix_mut(&mut self) -> &mut Option<Param<Tensor<B, 4>>>;
+
+    /// `(num_layers, kv_heads, head_dim)`: the prefix's layout.
+    fn prefix_layout(&self) -> (usize, usize, usize);
+
+    /// Where the model's tensors live.
+    fn prefix_device(&self) -> B::Device;
+}
+
+impl<B: Backend> PrefixTuned<B> for ChatGlmV1<B> {
+    fn prefix(&self) -> Option<&Param<Tensor<B, 4>>> {
+        self.prefix.as_ref()
+    }
+
+    fn prefix_mut(&mut self) -> &mut Option<Param<Tensor<B, 4>>> {
+        &mut self.prefix
+    }
+
+    fn prefix_layout(&self) -> (usize, usize, usize) {
+        let d = self.word_embeddings.dim();
+        (self.layers.len(), self.heads, d / self.heads)
+    }
+
+    fn prefix_device(&self) -> B::Device {
+        self.word_embeddings.device()
+    }
+}
+
+impl<B: Backend> PrefixTuned<B> for ChatGlmV2<B> {
+    fn prefix(&self) -> Option<&Param<Tensor<B, 4>>> {
+        self.prefix.as_ref()
+    }
+
+    fn prefix_mut(&mut self) -> &mut Option<Param<Tensor<B, 4>>> {
+        &mut self.prefix
+    }
+
+    fn prefix_layout(&self) -> (usize, usize, usize) {
+        (self.layers.len(), self.kv_heads, self.head_dim)
+    }
+
+    fn prefix_device(&self) -> B::Device {
+        self.word_embeddings.device()
+    }
+}
+
+/// The model's prefix `[num_layers * 2, kv_heads, pre, head_dim]` from the prefix encoder's
+/// embedding `[pre, num_layers * 2 * kv_heads * head_dim]` (the loader's layout).
 fn prefix_of_embedding<B: Backend>(
     embedding: Tensor<B, 2>,
     layers: usize,
@@ -118,7 +174,8 @@ fn prefix_of_embedding<B: Backend>(
         .permute([1, 2, 0, 3])
 }
 
-/// The prefix encoder's embedding `[pre, num_layers * 2 * hidden]` of a model's prefix.
+/// The prefix encoder's embedding `[pre, num_layers * 2 * kv_heads * head_dim]` of a model's
+/// prefix.
 pub fn embedding_of_prefix<B: Backend>(prefix: Tensor<B, 4>) -> Tensor<B, 2> {
     let [l2, heads, pre, hd] = prefix.dims();
     prefix.permute([2, 0, 1, 3]).reshape([pre, l2 * heads * hd])
@@ -128,17 +185,15 @@ pub fn embedding_of_prefix<B: Backend>(prefix: Tensor<B, 4>) -> Tensor<B, 2> {
 /// already has a prefix (a P-Tuning checkpoint) keeps it (`pre_seq_len`, if given, must match
 /// its length); otherwise a prefix of `pre_seq_len` positions is created as ChatGLM's
 /// `PrefixEncoder` creates it (`torch.nn.Embedding`: standard normal), from `seed`.
-pub fn attach_prefix<B: Backend>(
-    model: ChatGlmV1<B>,
+pub fn attach_prefix<B: Backend, M: PrefixTuned<B>>(
+    model: M,
     pre_seq_len: Option<usize>,
     seed: u64,
-) -> Result<ChatGlmV1<B>, FinetuneError> {
+) -> Result<M, FinetuneError> {
     let mut model = model.no_grad();
-    let layers = model.layers.len();
-    let heads = model.heads;
-    let d = model.word_embeddings.dim();
-    let hd = d / heads;
-    let prefix = match (model.prefix.take(), pre_seq_len) {
+    let (layers, heads, hd) = model.prefix_layout();
+    let width = layers * 2 * heads * hd;
+    let prefix = match (model.prefix_mut().take(), pre_seq_len) {
         (Some(p), want) => {
             let have = p.dims()[2];
             if want.is_some_and(|w| w != have) {
@@ -150,12 +205,11 @@ pub fn attach_prefix<B: Backend>(
             p.val()
         }
         (None, Some(pre)) if pre > 0 => {
-            let device = model.word_embeddings.device();
-            let n = pre * layers * 2 * d;
+            let device = model.prefix_device();
+            let n = pre * width;
             let mut state = seed ^ 0x5052_4546_4958_0001;
             let values: Vec<f32> = (0..n).map(|_| standard_normal(&mut state)).collect();
-            let emb =
-                Tensor::<B, 2>::from_data(TensorData::new(values, [pre, layers * 2 * d]), &device);
+            let emb = Tensor::<B, 2>::from_data(TensorData::new(values, [pre, width]), &device);
             prefix_of_embedding(emb, layers, heads, hd)
         }
         (None, _) => {
@@ -165,13 +219,15 @@ pub fn attach_prefix<B: Backend>(
             ))
         }
     };
-    model.prefix = Some(Param::initialized(prefix_id(), prefix.require_grad()));
+    *model.prefix_mut() = Some(Param::initialized(prefix_id(), prefix.require_grad()));
     Ok(model)
 }
 
 /// The prefix encoder's embedding of `model`, `([pre, num_layers * 2 * hidden], values)`.
-pub fn prefix_embedding<B: Backend>(model: &ChatGlmV1<B>) -> Option<(Vec<usize>, Vec<f32>)> {
-    let prefix = model.prefix.as_ref()?.val();
+pub fn prefix_embedding<B: Backend, M: PrefixTuned<B>>(
+    model: &M,
+) -> Option<(Vec<usize>, Vec<f32>)> {
+    let prefix = model.prefix()?.val();
     let emb = embedding_of_prefix(prefix);
     let shape = emb.dims().to_vec();
     let values = emb
@@ -192,9 +248,9 @@ pub fn prefix_embedding<B: Backend>(model: &ChatGlmV1<B>) -> Option<(Vec<usize>,
 /// `main.py --ptuning_checkpoint` `torch.load`s that file: [`PREFIX_BIN`] is that file
 /// (written by [`super::torch_save`]). The same tensor in safetensors is for everything else
 /// (the zoo's loader reads either, `model.safetensors` first).
-pub fn write_prefix<B: Backend>(
+pub fn write_prefix<B: Backend, M: PrefixTuned<B>>(
     dir: &Path,
-    model: &ChatGlmV1<B>,
+    model: &M,
     base_config: &Path,
 ) -> Result<(), FinetuneError> {
     let (shape, values) = prefix_embedding(model)
@@ -266,10 +322,14 @@ pub fn load_with_prefix<B: Backend>(
 }
 
 /// Puts the prefix of the P-Tuning checkpoint folder `dir` (as [`write_prefix`] or ChatGLM's
-/// trainer writes it, `prefix_projection: false`) onto a loaded ChatGLM-6B model: what
-/// `--adapter DIR` does on `zoo generate` / `chat` / `forward`. The folder must hold the one
-/// prefix tensor, `[pre_seq_len, num_layers * 2 * hidden]`.
-pub fn apply_prefix<B: Backend>(model: &mut ChatGlmV1<B>, dir: &Path) -> Result<(), FinetuneError> {
+/// trainer writes it, `prefix_projection: false`) onto a loaded ChatGLM-6B or ChatGLM2/3
+/// model: what `--adapter DIR` does on `zoo generate` / `chat` / `forward`, and where
+/// fine-tuning starts from with `--adapter` or `--resume`. The folder must hold the one prefix
+/// tensor, `[pre_seq_len, num_layers * 2 * kv_heads * head_dim]`.
+pub fn apply_prefix<B: Backend, M: PrefixTuned<B>>(
+    model: &mut M,
+    dir: &Path,
+) -> Result<(), FinetuneError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| FinetuneError::io(&path, e))?;
     let config: Value = serde_json::from_str(&text)
@@ -281,9 +341,8 @@ pub fn apply_prefix<B: Backend>(model: &mut ChatGlmV1<B>, dir: &Path) -> Result<
         )));
     }
     let mut weights = Weights::open(dir)?;
-    let layers = model.layers.len();
-    let heads = model.heads;
-    let d = model.word_embeddings.dim();
+    let (layers, heads, hd) = model.prefix_layout();
+    let width = layers * 2 * heads * hd;
     let shape = weights.shape(PREFIX_KEY).ok_or_else(|| {
         FinetuneError::Adapter(format!(
             "{}: no {PREFIX_KEY}: not a P-Tuning v2 checkpoint",
@@ -291,15 +350,12 @@ pub fn apply_prefix<B: Backend>(model: &mut ChatGlmV1<B>, dir: &Path) -> Result<
         ))
     })?;
     let pre = shape.first().copied().unwrap_or(0);
-    let values = weights.take_f32(PREFIX_KEY, &[pre, layers * 2 * d])?;
+    let values = weights.take_f32(PREFIX_KEY, &[pre, width])?;
     weights.finish(|_| false)?;
-    let device = model.word_embeddings.device();
-    let emb = Tensor::<B, 2>::from_data(TensorData::new(values, [pre, layers * 2 * d]), &device);
-    model.prefix = Some(Param::from_tensor(prefix_of_embedding(
-        emb,
-        layers,
-        heads,
-        d / heads,
+    let device = model.prefix_device();
+    let emb = Tensor::<B, 2>::from_data(TensorData::new(values, [pre, width]), &device);
+    *model.prefix_mut() = Some(Param::from_tensor(prefix_of_embedding(
+        emb, layers, heads, hd,
     )));
     Ok(())
 }

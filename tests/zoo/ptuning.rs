@@ -13,11 +13,13 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn_zoo::finetune::ptuning::PrefixTuned;
 use burn_zoo::finetune::{
     causal_lm_loss_sum, eval_loss, load_examples, ptuning, trainable_parameters, DataFormat,
     Example, OptimizerKind, Schedule, TextSide, TrainConfig, Trainable, Trainer,
 };
 use burn_zoo::glm::v1::ChatGlmV1;
+use burn_zoo::glm::v2::ChatGlmV2;
 
 use crate::common::{fixtures, json, max_abs_diff, rows, stdout_json, tensor_rows, zoo};
 
@@ -85,14 +87,23 @@ fn with_prefix<B: Backend>(device: &B::Device, pre: usize) -> ChatGlmV1<B> {
     ptuning::attach_prefix(model, Some(pre), 7).unwrap()
 }
 
-/// `(values, shape)` of the gradient of the mean loss with respect to the prefix.
-fn prefix_gradient<B: Backend>(device: &B::Device) -> Vec<f64> {
-    let model = with_prefix::<Autodiff<B>>(device, PRE);
-    let loss = loss_of(&model, device);
+/// ChatGLM2's `chatglm` layout (tests/fixtures/finetune/chatglm2_tiny) with a fresh trainable
+/// prefix (seeded, so the same on every backend).
+fn with_prefix_v2<B: Backend>(device: &B::Device, pre: usize) -> ChatGlmV2<B> {
+    let dir = fixtures().join("finetune/chatglm2_tiny");
+    let (_, model) = burn_zoo::glm::v2::load::<B>(&dir, device).unwrap();
+    ptuning::attach_prefix(model, Some(pre), 7).unwrap()
+}
+
+/// The gradient of the mean loss with respect to every prefix element.
+fn prefix_gradient<B: AutodiffBackend, M: PrefixTuned<B>>(
+    model: &M,
+    device: &B::Device,
+) -> Vec<f64> {
+    let loss = loss_of(model, device);
     let grads = loss.backward();
     let g = model
-        .prefix
-        .as_ref()
+        .prefix()
         .unwrap()
         .val()
         .grad(&grads)
@@ -103,9 +114,12 @@ fn prefix_gradient<B: Backend>(device: &B::Device) -> Vec<f64> {
 /// The gradient by central differences of fourth order,
 /// `(8(L(p + h·eₖ) − L(p − h·eₖ)) − (L(p + 2h·eₖ) − L(p − 2h·eₖ))) / 12h` for every element
 /// `k` of the prefix, on backend `B`.
-fn finite_differences<B: Backend>(device: &B::Device, h: f64) -> Vec<f64> {
-    let mut model = with_prefix::<B>(device, PRE);
-    let prefix = model.prefix.take().unwrap().val();
+fn finite_differences<B: Backend, M: PrefixTuned<B>>(
+    mut model: M,
+    device: &B::Device,
+    h: f64,
+) -> Vec<f64> {
+    let prefix = model.prefix_mut().take().unwrap().val();
     let shape = prefix.dims();
     let base: Vec<f64> = prefix.into_data().convert::<f64>().into_vec().unwrap();
     let mut at = |k: usize, step: f64| {
@@ -113,7 +127,7 @@ fn finite_differences<B: Backend>(device: &B::Device, h: f64) -> Vec<f64> {
         values[k] += step;
         let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
         let t = Tensor::<B, 4>::from_data(TensorData::new(values, shape), device);
-        model.prefix = Some(burn::module::Param::from_tensor(t));
+        *model.prefix_mut() = Some(burn::module::Param::from_tensor(t));
         scalar(loss_of(&model, device))
     };
     (0..base.len())
@@ -147,15 +161,23 @@ fn max_abs(a: &[f64]) -> f64 {
 /// relative errors of order 1.
 const GRADIENT_TOLERANCE: f64 = 2e-2;
 
-struct GradientCheck<'a>(&'a [f64]);
+/// The prefix gradient check of ChatGLM-6B (`false`) or ChatGLM2/3 (`true`).
+struct GradientCheck<'a>(&'a [f64], bool);
 
 impl GradientCheck<'_> {
     fn run<B: Backend>(self, device: B::Device) {
         let kind = crate::finetune::kind_of::<B>(&device);
-        let got = prefix_gradient::<B>(&device);
+        let got = if self.1 {
+            prefix_gradient(&with_prefix_v2::<Autodiff<B>>(&device, PRE), &device)
+        } else {
+            prefix_gradient(&with_prefix::<Autodiff<B>>(&device, PRE), &device)
+        };
         let scale = max_abs(self.0);
         let err = max_diff(&got, self.0) / scale;
-        eprintln!("[{kind}] prefix gradient vs central differences: max relative {err:.2e}");
+        let layout = if self.1 { "ChatGLM2" } else { "ChatGLM-6B" };
+        eprintln!(
+            "[{kind}] {layout} prefix gradient vs central differences: max relative {err:.2e}"
+        );
         assert!(
             err < GRADIENT_TOLERANCE,
             "[{kind}] prefix gradient differs from central differences by {err:.3e} (relative)"
@@ -168,7 +190,7 @@ impl GradientCheck<'_> {
 #[test]
 fn ptuning_prefix_gradient_matches_finite_differences() {
     let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
-        finite_differences::<B>(&device, 1e-2)
+        finite_differences(with_prefix::<B>(&device, PRE), &device, 1e-2)
     })
     .unwrap();
     assert_eq!(
@@ -179,7 +201,132 @@ fn ptuning_prefix_gradient_matches_finite_differences() {
     let scale = max_abs(&fd);
     assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
     eprintln!("central differences: max |g| {scale:.3e}");
-    on_every_backend!(|_kind| GradientCheck(&fd));
+    on_every_backend!(|_kind| GradientCheck(&fd, false));
+}
+
+/// The same for ChatGLM2/3's `chatglm` layout: the prefix holds keys and values for the
+/// multi-query groups only (`[layers * 2, groups, pre, kv_channels]`), RoPE on half of each
+/// head, SwiGLU.
+#[test]
+fn chatglm2_ptuning_prefix_gradient_matches_finite_differences() {
+    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        finite_differences(with_prefix_v2::<B>(&device, PRE), &device, 1e-2)
+    })
+    .unwrap();
+    // 2 layers × 2, 1 key/value group, PRE positions, kv_channels 8.
+    assert_eq!(
+        fd.len(),
+        2 * 2 * PRE * 8,
+        "[layers*2, groups, pre, kv_channels]"
+    );
+    let scale = max_abs(&fd);
+    assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
+    on_every_backend!(|_kind| GradientCheck(&fd, true));
+}
+
+/// `zoo finetune --method ptuning-v2` on ChatGLM2's layout: the loss goes down, the folder is
+/// ChatGLM's P-Tuning checkpoint (`config.json` with `pre_seq_len`, the one prefix tensor
+/// `[pre, layers * 2 * groups * kv_channels]` in `pytorch_model.bin` and `model.safetensors`),
+/// `--resume` from step 2 repeats the losses, and `zoo forward --adapter` gives the library's
+/// logits with the prefix applied.
+#[test]
+fn cli_ptuning_on_chatglm2_trains_resumes_and_applies() {
+    let dir = fixtures().join("finetune/chatglm2_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pt2");
+    let extra = [
+        "--pre-seq-len",
+        "3",
+        "--schedule",
+        "constant",
+        "--checkpoint-every",
+        "2",
+    ];
+    let first = losses(&stdout_json(&finetune_run(
+        &dir,
+        "ptuning-v2",
+        2,
+        4,
+        &path_str(out.clone()),
+        &extra,
+    )));
+    assert_eq!(first.len(), 4);
+    // 4 records, 2 a step: steps 3 and 4 see the batches of steps 1 and 2 again.
+    assert!(first[2] < first[0] && first[3] < first[1], "{first:?}");
+    let cfg = json(&out.join("config.json"));
+    assert_eq!(cfg["pre_seq_len"], 3);
+    for file in [ptuning::PREFIX_BIN, ptuning::PREFIX_FILE] {
+        let w = burn_zoo::nn::Weights::open(&out.join(file)).unwrap();
+        assert_eq!(w.names().collect::<Vec<_>>(), vec![ptuning::PREFIX_KEY]);
+        assert_eq!(w.shape(ptuning::PREFIX_KEY).unwrap(), vec![3, 2 * 2 * 8]);
+    }
+    let mut again = extra.to_vec();
+    again.push("--resume");
+    let resumed = losses(&stdout_json(&finetune_run(
+        &dir,
+        "ptuning-v2",
+        2,
+        4,
+        &path_str(out.clone()),
+        &again,
+    )));
+    for (a, b) in resumed.iter().zip(&first) {
+        assert!((a - b).abs() < 1e-6, "{resumed:?} vs {first:?}");
+    }
+    let ids = [5u32, 6, 7, 19, 20, 8, 9];
+    let ids_s = ids.map(|i| i.to_string()).join(",");
+    let forward = |adapter: bool| {
+        let mut a = vec![
+            "--backend".to_string(),
+            "flex".into(),
+            "--json".into(),
+            "forward".into(),
+            path_str(dir.clone()),
+            "--ids".into(),
+            ids_s.clone(),
+        ];
+        if adapter {
+            a.extend(["--adapter".to_string(), path_str(out.clone())]);
+        }
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        rows(&stdout_json(&zoo(&refs))["logits"])
+    };
+    let with = forward(true);
+    type F = burn_zoo::backends::Flex;
+    let dev = Default::default();
+    let (_, mut model) = burn_zoo::glm::v2::load::<F>(&dir, &dev).unwrap();
+    ptuning::apply_prefix(&mut model, &out).unwrap();
+    let want = tensor_rows(
+        model
+            .batch_logits(burn_zoo::nn::ids_tensor(&ids, &dev))
+            .unwrap(),
+    );
+    let diff = max_abs_diff(&with, &want);
+    assert!(diff < 1e-4, "zoo forward --adapter vs the library: {diff}");
+    assert!(
+        max_abs_diff(&with, &forward(false)) > 1e-3,
+        "the prefix changes the logits"
+    );
+    // The checkpoint read the way ChatGLM2's own code reads one: the base config with the
+    // checkpoint's `pre_seq_len`, the prefix encoder's weights laid over the base's, through
+    // the loader's `prefix_encoder` path (the one the glm3 P-Tuning golden file checks).
+    let mut config: burn_zoo::glm::ChatGlmV2Config =
+        serde_json::from_value(json(&dir.join("config.json"))).unwrap();
+    config.pre_seq_len = Some(3);
+    config.prefix_projection = false;
+    let mut weights = burn_zoo::nn::Weights::open(&dir).unwrap();
+    weights.overlay(burn_zoo::nn::Weights::open(&out).unwrap());
+    let loaded = burn_zoo::glm::v2::from_weights::<F>(&config, &mut weights, None, &dev).unwrap();
+    let by_loader = tensor_rows(
+        loaded
+            .batch_logits(burn_zoo::nn::ids_tensor(&ids, &dev))
+            .unwrap(),
+    );
+    let diff = max_abs_diff(&by_loader, &want);
+    assert!(
+        diff < 1e-5,
+        "apply_prefix vs the loader's prefix encoder: {diff}"
+    );
 }
 
 struct TrainAndReload;
@@ -987,7 +1134,11 @@ fn cli_full_finetune_on_glm_layouts_writes_and_resumes() {
             &extra,
         )));
         assert_eq!(first.len(), 4, "{name}");
-        assert!(first[3] < first[0], "{name}: {first:?}");
+        // 4 records, 2 a step: steps 3 and 4 see the batches of steps 1 and 2 again.
+        assert!(
+            first[2] < first[0] && first[3] < first[1],
+            "{name}: {first:?}"
+        );
         let written = burn_zoo::nn::Weights::open(&out).unwrap();
         let base = burn_zoo::nn::Weights::open(&dir).unwrap();
         let shapes = |w: &burn_zoo::nn::Weights| {
