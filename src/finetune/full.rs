@@ -95,6 +95,28 @@ fn put_rms<B: Backend>(out: &mut NamedTensors, name: &str, n: &RmsNorm<B>) {
     put(out, format!("{name}.weight"), n.weight.val());
 }
 
+/// A module of a block, by the tensors it writes.
+enum Part<'a, B: Backend> {
+    /// `nn.Linear`: weight `[out, in]` (and bias).
+    Linear(&'a Dense<B>),
+    /// RMSNorm: weight.
+    Rms(&'a RmsNorm<B>),
+    /// LayerNorm: weight and bias.
+    Norm(&'a LayerNorm<B>),
+}
+
+/// Writes the modules of one block under `{block}.{name}`.
+fn put_block<B: Backend>(out: &mut NamedTensors, block: &str, parts: &[(&str, Part<'_, B>)]) {
+    for (name, part) in parts {
+        let name = format!("{block}.{name}");
+        match part {
+            Part::Linear(d) => put_linear(out, &name, d),
+            Part::Rms(n) => put_rms(out, &name, n),
+            Part::Norm(n) => put_norm(out, &name, n),
+        }
+    }
+}
+
 /// Every parameter of a LLaMA module under its checkpoint name (`prefix` is `model.` or
 /// empty, as the base checkpoint names them).
 pub fn llama_tensors<B: Backend>(model: &Llama<B>, prefix: &str) -> NamedTensors {
@@ -105,32 +127,24 @@ pub fn llama_tensors<B: Backend>(model: &Llama<B>, prefix: &str) -> NamedTensors
         model.embed_tokens.weight.val(),
     );
     for (i, layer) in model.layers.iter().enumerate() {
-        let l = format!("{prefix}layers.{i}");
-        put_rms(
+        let (a, m) = (&layer.self_attn, &layer.mlp);
+        put_block(
             &mut out,
-            &format!("{l}.input_layernorm"),
-            &layer.input_layernorm,
-        );
-        let a = &layer.self_attn;
-        put_linear(&mut out, &format!("{l}.self_attn.q_proj"), &a.q_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.k_proj"), &a.k_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.v_proj"), &a.v_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.o_proj"), &a.o_proj);
-        put_rms(
-            &mut out,
-            &format!("{l}.post_attention_layernorm"),
-            &layer.post_attention_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.gate_proj"),
-            &layer.mlp.gate_proj,
-        );
-        put_linear(&mut out, &format!("{l}.mlp.up_proj"), &layer.mlp.up_proj);
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.down_proj"),
-            &layer.mlp.down_proj,
+            &format!("{prefix}layers.{i}"),
+            &[
+                ("input_layernorm", Part::Rms(&layer.input_layernorm)),
+                ("self_attn.q_proj", Part::Linear(&a.q_proj)),
+                ("self_attn.k_proj", Part::Linear(&a.k_proj)),
+                ("self_attn.v_proj", Part::Linear(&a.v_proj)),
+                ("self_attn.o_proj", Part::Linear(&a.o_proj)),
+                (
+                    "post_attention_layernorm",
+                    Part::Rms(&layer.post_attention_layernorm),
+                ),
+                ("mlp.gate_proj", Part::Linear(&m.gate_proj)),
+                ("mlp.up_proj", Part::Linear(&m.up_proj)),
+                ("mlp.down_proj", Part::Linear(&m.down_proj)),
+            ],
         );
     }
     put_rms(&mut out, &format!("{prefix}norm"), &model.norm);
@@ -171,27 +185,23 @@ pub fn glm_hf_tensors<B: Backend>(model: &GlmHf<B>) -> NamedTensors {
         model.embed_tokens.weight.val(),
     );
     for (i, layer) in model.layers.iter().enumerate() {
-        let l = format!("model.layers.{i}");
-        put_rms(
+        put_block(
             &mut out,
-            &format!("{l}.input_layernorm"),
-            &layer.input_layernorm,
+            &format!("model.layers.{i}"),
+            &[
+                ("input_layernorm", Part::Rms(&layer.input_layernorm)),
+                ("self_attn.q_proj", Part::Linear(&layer.q_proj)),
+                ("self_attn.k_proj", Part::Linear(&layer.k_proj)),
+                ("self_attn.v_proj", Part::Linear(&layer.v_proj)),
+                ("self_attn.o_proj", Part::Linear(&layer.o_proj)),
+                (
+                    "post_attention_layernorm",
+                    Part::Rms(&layer.post_attention_layernorm),
+                ),
+                ("mlp.gate_up_proj", Part::Linear(&layer.gate_up_proj)),
+                ("mlp.down_proj", Part::Linear(&layer.down_proj)),
+            ],
         );
-        put_linear(&mut out, &format!("{l}.self_attn.q_proj"), &layer.q_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.k_proj"), &layer.k_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.v_proj"), &layer.v_proj);
-        put_linear(&mut out, &format!("{l}.self_attn.o_proj"), &layer.o_proj);
-        put_rms(
-            &mut out,
-            &format!("{l}.post_attention_layernorm"),
-            &layer.post_attention_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.gate_up_proj"),
-            &layer.gate_up_proj,
-        );
-        put_linear(&mut out, &format!("{l}.mlp.down_proj"), &layer.down_proj);
     }
     put_rms(&mut out, "model.norm", &model.norm);
     if let Some(head) = &model.lm_head {
@@ -210,32 +220,23 @@ pub fn chatglm_v2_tensors<B: Backend>(model: &ChatGlmV2<B>, prefix: &str) -> Nam
         model.word_embeddings.weight.val(),
     );
     for (i, layer) in model.layers.iter().enumerate() {
-        let l = format!("{prefix}encoder.layers.{i}");
-        put_rms(
+        put_block(
             &mut out,
-            &format!("{l}.input_layernorm"),
-            &layer.input_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.self_attention.query_key_value"),
-            &layer.query_key_value,
-        );
-        put_linear(&mut out, &format!("{l}.self_attention.dense"), &layer.dense);
-        put_rms(
-            &mut out,
-            &format!("{l}.post_attention_layernorm"),
-            &layer.post_attention_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.dense_h_to_4h"),
-            &layer.dense_h_to_4h,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.dense_4h_to_h"),
-            &layer.dense_4h_to_h,
+            &format!("{prefix}encoder.layers.{i}"),
+            &[
+                ("input_layernorm", Part::Rms(&layer.input_layernorm)),
+                (
+                    "self_attention.query_key_value",
+                    Part::Linear(&layer.query_key_value),
+                ),
+                ("self_attention.dense", Part::Linear(&layer.dense)),
+                (
+                    "post_attention_layernorm",
+                    Part::Rms(&layer.post_attention_layernorm),
+                ),
+                ("mlp.dense_h_to_4h", Part::Linear(&layer.dense_h_to_4h)),
+                ("mlp.dense_4h_to_h", Part::Linear(&layer.dense_4h_to_h)),
+            ],
         );
     }
     put_rms(
@@ -259,32 +260,23 @@ pub fn chatglm_v1_tensors<B: Backend>(model: &ChatGlmV1<B>, prefix: &str) -> Nam
         model.word_embeddings.weight.val(),
     );
     for (i, layer) in model.layers.iter().enumerate() {
-        let l = format!("{prefix}layers.{i}");
-        put_norm(
+        put_block(
             &mut out,
-            &format!("{l}.input_layernorm"),
-            &layer.input_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.attention.query_key_value"),
-            &layer.query_key_value,
-        );
-        put_linear(&mut out, &format!("{l}.attention.dense"), &layer.dense);
-        put_norm(
-            &mut out,
-            &format!("{l}.post_attention_layernorm"),
-            &layer.post_attention_layernorm,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.dense_h_to_4h"),
-            &layer.dense_h_to_4h,
-        );
-        put_linear(
-            &mut out,
-            &format!("{l}.mlp.dense_4h_to_h"),
-            &layer.dense_4h_to_h,
+            &format!("{prefix}layers.{i}"),
+            &[
+                ("input_layernorm", Part::Norm(&layer.input_layernorm)),
+                (
+                    "attention.query_key_value",
+                    Part::Linear(&layer.query_key_value),
+                ),
+                ("attention.dense", Part::Linear(&layer.dense)),
+                (
+                    "post_attention_layernorm",
+                    Part::Norm(&layer.post_attention_layernorm),
+                ),
+                ("mlp.dense_h_to_4h", Part::Linear(&layer.dense_h_to_4h)),
+                ("mlp.dense_4h_to_h", Part::Linear(&layer.dense_4h_to_h)),
+            ],
         );
     }
     put_norm(

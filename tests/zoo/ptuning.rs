@@ -131,12 +131,16 @@ fn finite_differences<B: Backend, M: PrefixTuned<B>>(
         scalar(loss_of(&model, device))
     };
     (0..base.len())
-        .map(|k| {
-            let near = at(k, h) - at(k, -h);
-            let far = at(k, 2.0 * h) - at(k, -2.0 * h);
-            (8.0 * near - far) / (12.0 * h)
-        })
+        .map(|k| central_difference(|step| at(k, step), h))
         .collect()
+}
+
+/// The fourth-order central difference at 0 of `loss` (a function of one element's shift):
+/// `(8(L(h) − L(−h)) − (L(2h) − L(−2h))) / 12h`.
+fn central_difference(mut loss: impl FnMut(f64) -> f64, h: f64) -> f64 {
+    let near = loss(h) - loss(-h);
+    let far = loss(2.0 * h) - loss(-2.0 * h);
+    (8.0 * near - far) / (12.0 * h)
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -185,23 +189,30 @@ impl GradientCheck<'_> {
     }
 }
 
+/// The prefix gradient check of ChatGLM-6B (`v2` false) or ChatGLM2/3: central differences
+/// on a CPU backend (`size` elements), then every backend's autodiff gradient against them.
+fn prefix_gradient_check(v2: bool, size: usize) {
+    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
+        if v2 {
+            finite_differences(with_prefix_v2::<B>(&device, PRE), &device, 1e-2)
+        } else {
+            finite_differences(with_prefix::<B>(&device, PRE), &device, 1e-2)
+        }
+    })
+    .unwrap();
+    assert_eq!(fd.len(), size, "[layers * 2, kv_heads, pre, head_dim]");
+    let scale = max_abs(&fd);
+    assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
+    eprintln!("central differences: max |g| {scale:.3e}");
+    on_every_backend!(|_kind| GradientCheck(&fd, v2));
+}
+
 /// The prefix gradient of the causal-LM loss (autodiff, every backend) equals its central
 /// differences (computed on a CPU backend), to [`GRADIENT_TOLERANCE`].
 #[test]
 fn ptuning_prefix_gradient_matches_finite_differences() {
-    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
-        finite_differences(with_prefix::<B>(&device, PRE), &device, 1e-2)
-    })
-    .unwrap();
-    assert_eq!(
-        fd.len(),
-        2 * 2 * 2 * PRE * 8,
-        "[layers*2, heads, pre, head_dim]"
-    );
-    let scale = max_abs(&fd);
-    assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
-    eprintln!("central differences: max |g| {scale:.3e}");
-    on_every_backend!(|_kind| GradientCheck(&fd, false));
+    // 2 layers × 2, 2 heads, PRE positions, head_dim 8.
+    prefix_gradient_check(false, 2 * 2 * 2 * PRE * 8);
 }
 
 /// The same for ChatGLM2/3's `chatglm` layout: the prefix holds keys and values for the
@@ -209,19 +220,8 @@ fn ptuning_prefix_gradient_matches_finite_differences() {
 /// head, SwiGLU.
 #[test]
 fn chatglm2_ptuning_prefix_gradient_matches_finite_differences() {
-    let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
-        finite_differences(with_prefix_v2::<B>(&device, PRE), &device, 1e-2)
-    })
-    .unwrap();
     // 2 layers × 2, 1 key/value group, PRE positions, kv_channels 8.
-    assert_eq!(
-        fd.len(),
-        2 * 2 * PRE * 8,
-        "[layers*2, groups, pre, kv_channels]"
-    );
-    let scale = max_abs(&fd);
-    assert!(scale > 1e-3, "the loss depends on the prefix ({scale})");
-    on_every_backend!(|_kind| GradientCheck(&fd, true));
+    prefix_gradient_check(true, 2 * 2 * PRE * 8);
 }
 
 /// `zoo finetune --method ptuning-v2` on ChatGLM2's layout: the loss goes down, the folder is
@@ -260,38 +260,9 @@ fn cli_ptuning_on_chatglm2_trains_resumes_and_applies() {
         assert_eq!(w.names().collect::<Vec<_>>(), vec![ptuning::PREFIX_KEY]);
         assert_eq!(w.shape(ptuning::PREFIX_KEY).unwrap(), vec![3, 2 * 2 * 8]);
     }
-    let mut again = extra.to_vec();
-    again.push("--resume");
-    let resumed = losses(&stdout_json(&finetune_run(
-        &dir,
-        "ptuning-v2",
-        2,
-        4,
-        &path_str(out.clone()),
-        &again,
-    )));
-    for (a, b) in resumed.iter().zip(&first) {
-        assert!((a - b).abs() < 1e-6, "{resumed:?} vs {first:?}");
-    }
-    let ids = [5u32, 6, 7, 19, 20, 8, 9];
-    let ids_s = ids.map(|i| i.to_string()).join(",");
-    let forward = |adapter: bool| {
-        let mut a = vec![
-            "--backend".to_string(),
-            "flex".into(),
-            "--json".into(),
-            "forward".into(),
-            path_str(dir.clone()),
-            "--ids".into(),
-            ids_s.clone(),
-        ];
-        if adapter {
-            a.extend(["--adapter".to_string(), path_str(out.clone())]);
-        }
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        rows(&stdout_json(&zoo(&refs))["logits"])
-    };
-    let with = forward(true);
+    assert_resume_repeats(&dir, "ptuning-v2", &out, &extra, &first);
+    let ids = PROBE;
+    let with = forward_logits(&dir, Some(&out));
     type F = burn_zoo::backends::Flex;
     let dev = Default::default();
     let (_, mut model) = burn_zoo::glm::v2::load::<F>(&dir, &dev).unwrap();
@@ -304,7 +275,7 @@ fn cli_ptuning_on_chatglm2_trains_resumes_and_applies() {
     let diff = max_abs_diff(&with, &want);
     assert!(diff < 1e-4, "zoo forward --adapter vs the library: {diff}");
     assert!(
-        max_abs_diff(&with, &forward(false)) > 1e-3,
+        max_abs_diff(&with, &forward_logits(&dir, None)) > 1e-3,
         "the prefix changes the logits"
     );
     // The checkpoint read the way ChatGLM2's own code reads one: the base config with the
@@ -484,6 +455,59 @@ fn losses(v: &serde_json::Value) -> Vec<f64> {
         .iter()
         .map(|x| x.as_f64().unwrap())
         .collect()
+}
+
+/// The ids [`forward_logits`] runs.
+const PROBE: [u32; 7] = [5, 6, 7, 19, 20, 8, 9];
+
+/// `zoo --json forward MODEL --ids PROBE [--adapter DIR]` on flex: the logits rows.
+fn forward_logits(model: &std::path::Path, adapter: Option<&std::path::Path>) -> Vec<Vec<f32>> {
+    let ids = PROBE.map(|i| i.to_string()).join(",");
+    let (model, adapter) = (
+        path_str(model.to_path_buf()),
+        adapter.map(|a| path_str(a.to_path_buf())),
+    );
+    let mut args = vec![
+        "--backend",
+        "flex",
+        "--json",
+        "forward",
+        &model,
+        "--ids",
+        &ids,
+    ];
+    if let Some(a) = &adapter {
+        args.extend(["--adapter", a]);
+    }
+    rows(&stdout_json(&zoo(&args))["logits"])
+}
+
+/// `finetune_run` again with `--resume` (2 records a step, 4 steps): its losses repeat `first`.
+fn assert_resume_repeats(
+    model: &std::path::Path,
+    method: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+    first: &[f64],
+) {
+    let mut again = extra.to_vec();
+    again.push("--resume");
+    let resumed = losses(&stdout_json(&finetune_run(
+        model,
+        method,
+        2,
+        4,
+        &path_str(out.to_path_buf()),
+        &again,
+    )));
+    assert_eq!(resumed.len(), first.len());
+    for (a, b) in resumed.iter().zip(first) {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "{}: {resumed:?} vs {first:?}",
+            model.display()
+        );
+    }
 }
 
 /// `zoo finetune --method ptuning-v2` writes ChatGLM's P-Tuning files, checkpoints, resumes
@@ -692,25 +716,22 @@ fn lora_finite_differences<B: Backend, M: Trainable<B> + Clone>(
                 values[k] += step as f32;
                 scalar(loss_of(&with_lora(base, layers, &values, device), device))
             };
-            let near = at(h) - at(-h);
-            let far = at(2.0 * h) - at(-2.0 * h);
-            (8.0 * near - far) / (12.0 * h)
+            central_difference(at, h)
         })
         .collect()
 }
 
-/// The case's model on backend `B`, as a [`Trainable`] module given to `f`.
+/// The case's base model on backend `B` (every parameter trainable until `no_grad`), given
+/// to `f`.
 macro_rules! with_glm {
     ($case:expr, $B:ty, $device:expr, |$m:ident| $body:expr) => {
         match $case {
             LoraCase::V1 => {
                 let (_, $m) = burn_zoo::glm::v1::load::<$B>(&$case.dir(), $device).unwrap();
-                let $m = $m.no_grad();
                 $body
             }
             LoraCase::V2 => {
                 let (_, $m) = burn_zoo::glm::v2::load::<$B>(&$case.dir(), $device).unwrap();
-                let $m = $m.no_grad();
                 $body
             }
         }
@@ -724,7 +745,7 @@ impl LoraGradientCheck<'_> {
         let kind = crate::finetune::kind_of::<B>(&device);
         let case = self.0;
         let got = with_glm!(case, Autodiff<B>, &device, |m| lora_gradient(
-            &m,
+            &m.no_grad(),
             &case.layers(),
             &device
         ));
@@ -740,7 +761,7 @@ impl LoraGradientCheck<'_> {
 fn lora_gradient_check(case: LoraCase, size: usize) {
     let fd = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
         with_glm!(case, B, &device, |m| lora_finite_differences(
-            &m,
+            &m.no_grad(),
             &case.layers(),
             &device,
             1e-2
@@ -821,26 +842,9 @@ fn cli_lora_on_chatglm6b_trains_and_applies() {
         .unwrap();
     assert!(b.iter().any(|v| v.abs() > 1e-4));
     // `zoo forward --adapter` = the library's model with the adapter loaded.
-    let ids = [5u32, 6, 7, 19, 20, 8, 9];
-    let ids_s = ids.map(|i| i.to_string()).join(",");
-    let forward = |adapter: bool| {
-        let mut a = vec![
-            "--backend".to_string(),
-            "flex".into(),
-            "--json".into(),
-            "forward".into(),
-            path_str(base_dir()),
-            "--ids".into(),
-            ids_s.clone(),
-        ];
-        if adapter {
-            a.extend(["--adapter".to_string(), path_str(out.clone())]);
-        }
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        stdout_json(&zoo(&refs))
-    };
-    let with = rows(&forward(true)["logits"]);
-    let without = rows(&forward(false)["logits"]);
+    let ids = PROBE;
+    let with = forward_logits(&base_dir(), Some(&out));
+    let without = forward_logits(&base_dir(), None);
     type F = burn_zoo::backends::Flex;
     let dev = Default::default();
     let (_, mut model) = burn_zoo::glm::v1::load::<F>(&base_dir(), &dev).unwrap();
@@ -1014,27 +1018,9 @@ fn full_finite_differences<B: Backend, M: Trainable<B> + Clone>(
                 });
                 scalar(loss_of(&nudged, device))
             };
-            let near = loss(h) - loss(-h);
-            let far = loss(2.0 * h) - loss(-2.0 * h);
-            (8.0 * near - far) / (12.0 * h)
+            central_difference(loss, h)
         })
         .collect()
-}
-
-/// The case's base model on backend `B`, every parameter trainable, given to `f`.
-macro_rules! with_full_glm {
-    ($case:expr, $B:ty, $device:expr, |$m:ident| $body:expr) => {
-        match $case {
-            LoraCase::V1 => {
-                let (_, $m) = burn_zoo::glm::v1::load::<$B>(&$case.dir(), $device).unwrap();
-                $body
-            }
-            LoraCase::V2 => {
-                let (_, $m) = burn_zoo::glm::v2::load::<$B>(&$case.dir(), $device).unwrap();
-                $body
-            }
-        }
-    };
 }
 
 struct FullGradientCheck<'a>(LoraCase, &'a [(String, usize)], &'a [f64]);
@@ -1043,7 +1029,7 @@ impl FullGradientCheck<'_> {
     fn run<B: Backend>(self, device: B::Device) {
         let kind = crate::finetune::kind_of::<B>(&device);
         let case = self.0;
-        let got = with_full_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
+        let got = with_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
         let at: Vec<(String, usize)> = got.iter().map(|g| (g.path.clone(), g.index)).collect();
         assert_eq!(at, self.1, "the same sampled elements");
         let got: Vec<f64> = got.iter().map(|g| g.value).collect();
@@ -1072,8 +1058,8 @@ impl FullGradientCheck<'_> {
 
 fn full_gradient_check(case: LoraCase, parameters: usize) {
     let (at, fd) = zoo_backends::with_backend!(crate::common::cpu_backend(), |B, device| {
-        let at = with_full_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
-        let fd = with_full_glm!(case, B, &device, |m| full_finite_differences(
+        let at = with_glm!(case, Autodiff<B>, &device, |m| full_gradient(&m, &device));
+        let fd = with_glm!(case, B, &device, |m| full_finite_differences(
             &m, &at, &device, 1e-2
         ));
         (at, fd)
@@ -1152,37 +1138,13 @@ fn cli_full_finetune_on_glm_layouts_writes_and_resumes() {
         assert_eq!(shapes(&written), shapes(&base), "{name}: the tensors");
         assert!(out.join("config.json").is_file(), "{name}: config.json");
         assert!(out.join("checkpoint-2/model.safetensors").is_file());
-        let forward = |folder: &std::path::Path| {
-            let refs = [
-                "--backend",
-                "flex",
-                "--json",
-                "forward",
-                folder.to_str().unwrap(),
-                "--ids",
-                "5,6,7,19,20,8,9",
-            ];
-            rows(&stdout_json(&zoo(&refs))["logits"])
-        };
-        let uninterrupted = forward(&out);
+        let uninterrupted = forward_logits(&out, None);
         assert!(
-            max_abs_diff(&uninterrupted, &forward(&dir)) > 1e-3,
+            max_abs_diff(&uninterrupted, &forward_logits(&dir, None)) > 1e-3,
             "{name}: training changed the model"
         );
-        let mut again: Vec<&str> = extra.to_vec();
-        again.push("--resume");
-        let resumed = losses(&stdout_json(&finetune_run(
-            &dir,
-            "full",
-            2,
-            4,
-            &path_str(out.clone()),
-            &again,
-        )));
-        for (a, b) in resumed.iter().zip(&first) {
-            assert!((a - b).abs() < 1e-6, "{name}: {resumed:?} vs {first:?}");
-        }
-        let diff = max_abs_diff(&forward(&out), &uninterrupted);
+        assert_resume_repeats(&dir, "full", &out, &extra, &first);
+        let diff = max_abs_diff(&forward_logits(&out, None), &uninterrupted);
         assert!(
             diff < 1e-5,
             "{name}: resumed weights differ: logits by {diff}"
