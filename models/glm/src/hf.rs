@@ -21,9 +21,10 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Bool, Int, Tensor};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
+use zoo_nn::fused::swiglu;
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
 use zoo_nn::{CausalLm, Dense, Embed, Logits, RmsNorm, WeightError, WeightFormat};
@@ -326,7 +327,7 @@ impl<B: Backend> GlmHfLayer<B> {
         let inter = gate_up.dims()[2] / 2;
         let gate = gate_up.clone().slice([0..b, 0..t, 0..inter]);
         let up = gate_up.slice([0..b, 0..t, inter..2 * inter]);
-        Ok(x + self.down_proj.forward(up * silu(gate)))
+        Ok(x + self.down_proj.forward(swiglu(gate, up)))
     }
 }
 

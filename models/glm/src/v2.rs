@@ -31,9 +31,10 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor};
 use serde::Deserialize;
 use zoo_nn::attention::{attention, causal_mask, KvCache};
+use zoo_nn::fused::swiglu;
 use zoo_nn::rope::rope_interleaved;
 use zoo_nn::weights::{LinearLayout, Weights};
 use zoo_nn::{CausalLm, Dense, Embed, Logits, RmsNorm, WeightFormat};
@@ -306,7 +307,7 @@ impl<B: Backend> V2Block<B> {
         let gate = up.clone().slice([0..b, 0..t, 0..ffn]);
         let up = up.slice([0..b, 0..t, ffn..2 * ffn]);
         let _ = d;
-        Ok(x.clone() + self.dense_4h_to_h.forward(silu(gate) * up))
+        Ok(x.clone() + self.dense_4h_to_h.forward(swiglu(gate, up)))
     }
 }
 

@@ -84,6 +84,18 @@ impl<B: Backend> KvCache<B> {
                 capacity: self.capacity(),
             });
         }
+        let [cb, ch, _, cdk] = self.keys.dims();
+        if self.len == 0
+            && t == self.capacity()
+            && [b, h, dk, dv] == [cb, ch, cdk, self.values.dims()[3]]
+        {
+            // One pass fills the whole cache (a training or scoring forward): the cache is
+            // `k` and `v` themselves, with no copy into it (nor, under autodiff, out of it).
+            self.keys = k;
+            self.values = v;
+            self.len = end;
+            return Ok((self.keys.clone(), self.values.clone()));
+        }
         let device = k.device();
         let keys = std::mem::replace(&mut self.keys, Tensor::empty([0, 0, 0, 0], &device));
         let values = std::mem::replace(&mut self.values, Tensor::empty([0, 0, 0, 0], &device));

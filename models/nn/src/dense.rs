@@ -209,6 +209,9 @@ impl<B: Backend> Dense<B> {
                 dims[D - 1] = gate.d_out();
                 Tensor::from_data(TensorData::new(g, dims), &device)
             }
+            _ if act == Activation::Silu => {
+                crate::fused::swiglu(gate.forward(x.clone()), up.forward(x))
+            }
             _ => act.forward(gate.forward(x.clone())) * up.forward(x),
         }
     }

@@ -13,6 +13,7 @@ pub mod activation;
 pub mod attention;
 pub mod chat;
 pub mod dense;
+pub mod fused;
 pub mod generate;
 mod host;
 pub mod limits;
