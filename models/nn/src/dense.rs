@@ -188,7 +188,9 @@ impl<B: Backend> Dense<B> {
     /// `act(gate(x)) · up(x)`, the gated MLP's inner product (LLaMA's SwiGLU). On the CPU
     /// backends with host-kept weights (see [`Dense::forward_many`]) and SiLU, both products run
     /// as one pass and the gate's activation and the product as one more, on the host
-    /// (`zoo_quant::elementwise::silu_mul`, within 3e-7 relative of Burn's `silu`).
+    /// (`zoo_quant::elementwise::silu_mul`, within 3e-7 relative of Burn's `silu`). Otherwise
+    /// SiLU's gated product is [`crate::fused::swiglu`] (one operation on flex and under its
+    /// autodiff).
     ///
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
