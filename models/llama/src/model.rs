@@ -8,6 +8,7 @@
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use zoo_nn::attention::{attention, causal_mask, CacheFull, KvCache};
+use zoo_nn::fused::swap_dims_12;
 use zoo_nn::rope::{self, rope_half};
 use zoo_nn::{Activation, CausalLm, Dense, Embed, Logits, RmsNorm};
 
@@ -363,7 +364,7 @@ impl<B: Backend> Attention<B> {
         let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt());
         Ok(self
             .o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd])))
+            .forward(swap_dims_12(out).reshape([b, t, h * hd])))
     }
 }
 
